@@ -29,12 +29,17 @@ def main() -> int:
     p.add_argument("--modes", nargs="*", default=["prompt", "none"], choices=["prompt", "camera", "none"])
     p.add_argument("--seeds", nargs="*", type=int, default=[0])
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--json", type=Path, default=None, help="also write every run's metrics here (JSON lines)")
+    p.add_argument("--json", type=Path, default=None,
+                   help="append every run's metrics here (JSON lines); runs already in the file are not repeated")
     args = p.parse_args()
     rows = []
+    if args.json and args.json.exists():
+        rows = [json.loads(line) for line in args.json.read_text().splitlines() if line.strip()]
     for obj in args.objects:
         for mode in args.modes:
             for seed in args.seeds:
+                if any(r["object"] == obj and r["mode"] == mode and r["seed"] == seed for r in rows):
+                    continue
                 cfg = apply_overrides(presets.get(args.preset), [
                     f"prompt=a {obj}", f"seed={seed}", f"prior.view_conditioning={mode}", "output.preview_every=0",
                     "output.snapshot_every=0", "output.checkpoint_every=0", "output.turntable_frames=0", *args.sets])
@@ -53,12 +58,12 @@ def main() -> int:
     for obj in args.objects:
         cells = []
         for mode in args.modes:
-            rs = [r for r in rows if r["object"] == obj and r["mode"] == mode]
+            rs = [r for r in rows if r["object"] == obj and r["mode"] == mode and r["seed"] in args.seeds]
             med = {k: statistics.median(r[k] for r in rs) for k in ("psnr", "mask_iou", "view_accuracy")}
             cells.append(f"{med['psnr']:.1f} / {med['mask_iou']:.3f} / {med['view_accuracy']:.2f}")
         print(f"| {obj} | {' | '.join(cells)} |")
     for mode in args.modes:
-        rs = [r for r in rows if r["mode"] == mode]
+        rs = [r for r in rows if r["mode"] == mode and r["seed"] in args.seeds and r["object"] in args.objects]
         print(f"\n{mode}: median PSNR {statistics.median(r['psnr'] for r in rs):.1f} dB, mask IoU "
               f"{statistics.median(r['mask_iou'] for r in rs):.3f}, view accuracy "
               f"{statistics.median(r['view_accuracy'] for r in rs):.2f} over {len(rs)} runs")
