@@ -220,10 +220,8 @@ class JobManager:
         proc = self._proc
         if proc is None or proc.stdin is None or proc.returncode is not None:
             return
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):  # exit seen by the reader
             proc.stdin.write((json.dumps(message, allow_nan=False) + "\n").encode())
-        except (BrokenPipeError, ConnectionResetError, RuntimeError):
-            pass  # the worker is gone; its exit is handled by the reader task
 
     async def _spawn_worker(self) -> None:
         if self._stopping:
@@ -401,7 +399,7 @@ class JobManager:
                 self._killed_for_cancel = job_id
                 log.warning("job %s did not stop within %g s of its cancel; stopping the worker", job_id,
                             CANCEL_KILL_S)
-                asyncio.create_task(self._terminate(self._proc))
+                self._tasks.append(asyncio.create_task(self._terminate(self._proc)))
             if not self._stall_warned and now - self._last_event_at > STALL_WARN_S:
                 self._stall_warned = True
                 self.store.append(job_id, {"type": "warning", "job_id": job_id, "time": round(time.time(), 3),

@@ -213,7 +213,7 @@ def create_app(manager: JobManager, token: str, hosts: frozenset[str]) -> Any:
             return _error(400, "INVALID_JSON", f"the body is not valid JSON: {exc}",
                           "send a JSON object; NaN and Infinity are not allowed")
         if not isinstance(data, dict):
-            return _error(422, "INVALID_CONFIG", "the body must be a JSON object", "see docs/API.md",
+            return _error(422, "INVALID_CONFIG", "request: the body must be a JSON object", "see docs/API.md",
                           field="request")
         try:
             job, created = manager.submit(data)
