@@ -79,6 +79,7 @@ class Worker:
         self.cancel = threading.Event()
         self.stopping = threading.Event()
         self.current: str | None = None
+        self.cancel_requested: set[str] = set()  # a cancel can overtake its job's start
         self.consecutive_oom = 0
         self.baseline_bytes = 0
 
@@ -102,8 +103,10 @@ class Worker:
                 log.error("ignoring a malformed control message")
                 continue
             op = msg.get("op") if isinstance(msg, dict) else None
-            if op == "cancel" and msg.get("job_id") == self.current:
-                self.cancel.set()
+            if op == "cancel":
+                self.cancel_requested.add(str(msg.get("job_id")))
+                if msg.get("job_id") == self.current:
+                    self.cancel.set()
             elif op == "run":
                 self.inbox.put(msg)
             elif op == "shutdown":
@@ -137,8 +140,10 @@ class Worker:
             if msg.get("op") != "run" or self.stopping.is_set():
                 continue
             job_id = str(msg["job_id"])
-            self.current = job_id
             self.cancel.clear()
+            self.current = job_id
+            if job_id in self.cancel_requested:
+                self.cancel.set()
             outcome = self.execute(job_id, msg["config"], Path(msg["out_dir"]))
             self.current = None
             self.channel.send({"kind": "finished", "job_id": job_id, **outcome})
