@@ -382,7 +382,6 @@ class JobManager:
             self._current = job_id
             self._last_event_at = time.monotonic()
             self._stall_warned = False
-            self.store.set_state(job_id, "running", f"started (attempt {job['attempt']})", attempt=job["attempt"])
             self._notify(job_id)
             self._send({"op": "run", "job_id": job_id, "config": self.store.config(job_id),
                         "out_dir": str(self.jobs_root / job_id)})

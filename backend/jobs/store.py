@@ -131,14 +131,19 @@ class JobStore:
             return [r[0] for r in self._db.execute("SELECT id FROM jobs WHERE state='queued' ORDER BY position")]
 
     def claim_next(self) -> dict[str, Any] | None:
-        """The oldest queued job, now running at the next attempt (one transaction: never claimed twice)."""
+        """The oldest queued job, now running at the next attempt, with its status event (one transaction: never
+        claimed twice)."""
         with self._lock, self._tx():
             row = self._db.execute("SELECT id FROM jobs WHERE state='queued' ORDER BY position LIMIT 1").fetchone()
             if row is None:
                 return None
             self._db.execute("UPDATE jobs SET state='running', attempt=attempt+1, started=? WHERE id=?",
                              (time.time(), row[0]))
-            return self._job(self._db.execute("SELECT * FROM jobs WHERE id=?", (row[0],)).fetchone())
+            job = self._job(self._db.execute("SELECT * FROM jobs WHERE id=?", (row[0],)).fetchone())
+            self._append(job["id"], {"type": "status", "job_id": job["id"], "time": round(time.time(), 3),
+                                     "state": "running", "message": f"started (attempt {job['attempt']})",
+                                     "attempt": job["attempt"]})
+            return job
 
     def set_state(self, job_id: str, state: str, message: str, **fields: Any) -> int:
         """Change a job's state and record the status event (in one transaction); returns its seq."""
