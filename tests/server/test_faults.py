@@ -114,6 +114,29 @@ def test_sigkill_of_the_server_mid_job_resumes_the_job_from_its_checkpoint(fault
     assert s2.job(finished.job_id)["state"] == "succeeded"
 
 
+def test_sigterm_stops_the_server_quickly_and_the_job_resumes_at_the_next_start(fault_server):
+    s = fault_server.session()
+    job = s.submit(quick_job(steps=40, seed=46))
+    queued = s.submit(quick_job(steps=2, seed=47))
+    ckpts = fault_server.data_dir / "jobs" / job.job_id / "checkpoints"
+    wait_for(lambda: ckpts.is_dir() and any((p / "_SUCCESS").exists() for p in ckpts.iterdir()), 240,
+             what="a checkpoint")
+    worker = fault_server.worker_pid()
+    t0 = time.monotonic()
+    fault_server.stop()  # SIGTERM
+    assert time.monotonic() - t0 < 30 and fault_server.proc.returncode == 0
+    assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == "zombie"
+    fault_server.start()
+    s2 = fault_server.session()
+    assert s2.job(job.job_id)["state"] in ("queued", "running", "resumed")
+    events = run_to_end(s2.handle(job.job_id), timeout=400)
+    record = s2.job(job.job_id)
+    assert record["state"] == "succeeded" and record["resumed"] and record["attempt"] == 2, record
+    assert any(e["type"] == "status" and e["state"] == "resumed" for e in events)
+    run_to_end(s2.handle(queued.job_id))
+    assert s2.job(queued.job_id)["state"] == "succeeded"
+
+
 def test_a_second_server_on_the_same_data_dir_is_refused(fault_server):
     run = subprocess.run([sys.executable, "-m", "backend", "serve", "--data-dir", str(fault_server.data_dir)],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
