@@ -155,8 +155,11 @@ class JobHandle:
                 wait, timeout = 0.0, self.session.timeout
             else:
                 wait, timeout = self.POLL_WAIT_S, self.POLL_WAIT_S + self.session.timeout
+            started = time.monotonic()
             try:
                 events = self._fetch(self.last_seq, wait, timeout)
+                if not events and wait and time.monotonic() - started < wait / 2 and self._ended():
+                    return  # an empty answer before the wait ran out: the job ended before last_seq
             except BackendError as exc:
                 if exc.status is not None and exc.status < 500 and exc.status != 429:
                     _call(on_event, self._connection_event("lost", exc, fatal=True))
@@ -209,6 +212,9 @@ class JobHandle:
             if ev.get("type") == "status" and ev.get("state") in TERMINAL_STATES:
                 return True
         return False
+
+    def _ended(self) -> bool:
+        return self.session.job(self.job_id)["state"] in TERMINAL_STATES
 
     def _connection_event(self, state: str, exc: BackendError, fatal: bool = False) -> dict:
         ev = {"type": "connection", "state": state, "job_id": self.job_id, "time": round(time.time(), 3),

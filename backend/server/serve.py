@@ -86,6 +86,8 @@ def serve(host: str = "127.0.0.1", port: int = 0, data_dir: Path | None = None, 
         raise ServeError(f"--port {port} is out of range (allowed: 0 .. 65535; 0 picks a free port)")
     data_dir = Path(data_dir or default_data_dir()).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        os.chmod(data_dir, 0o700)  # prompts, assets and the database are the user's alone
     lock = _lock_data_dir(data_dir)
     token_file = Path(token_file or data_dir / "token").expanduser().resolve()
     sock = _bind(host, port)

@@ -265,3 +265,54 @@ def test_delete_removes_a_finished_job_and_refuses_a_running_one(server):
     run_to_end(running, timeout=60)
     running.delete()
     assert running.job_id not in [j["id"] for j in s.jobs()]
+
+
+def test_stream_reports_an_unresponsive_backend_and_its_return(server):
+    import os
+    import signal
+
+    s = server.session()
+    handle = s.submit(quick_job(steps=400, seed=23))
+    wait_for(lambda: s.job(handle.job_id)["step"] >= 1, 240, what="the job to make progress")
+    got: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    thread = handle.stream(got.put, stop)
+    events: list[dict] = []
+
+    def seen(kind, state=None):
+        while not got.empty():
+            events.append(got.get())
+        return [e for e in events if e["type"] == kind and (state is None or e.get("state") == state)]
+
+    wait_for(lambda: seen("progress"), 60, what="progress through the stream")
+    os.kill(server.proc.pid, signal.SIGSTOP)  # alive but silent: connections open, no answers
+    t0 = time.monotonic()
+    try:
+        wait_for(lambda: seen("connection", "lost"), 30, what="the stream to report the backend lost")
+        silent = time.monotonic() - t0
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    wait_for(lambda: seen("connection", "restored"), 60, what="the stream to report the backend back")
+    print(f"unresponsive backend reported after {silent:.1f} s")
+    handle.cancel()
+    thread.join(120)
+    stop.set()
+    assert not thread.is_alive()
+    assert seen("status", "cancelled")
+    seqs = [e["seq"] for e in events if "seq" in e]
+    assert seqs == sorted(set(seqs))
+
+
+def test_stream_of_a_finished_job_ends_without_spinning(server):
+    s = server.session()
+    ended = [j for j in s.jobs() if j["state"] in ("succeeded", "failed", "cancelled")]
+    if not ended:  # run alone: make one
+        run_to_end(s.submit(quick_job(steps=1, seed=24)))
+        ended = [j for j in s.jobs() if j["state"] == "succeeded"]
+    done = ended[0]
+    got: list[dict] = []
+    stop = threading.Event()
+    thread = s.handle(done["id"], last_seq=done["last_seq"]).stream(got.append, stop)
+    thread.join(30)
+    stop.set()
+    assert not thread.is_alive() and got == []
