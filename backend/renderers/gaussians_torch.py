@@ -54,6 +54,7 @@ from torch.autograd.function import once_differentiable
 
 from backend.core.cameras import Cameras
 from backend.core.outputs import RenderOutput
+from backend.core.rotations import quat_to_rotmat
 from backend.core.sh import eval_sh, num_sh_bases
 from backend.renderers.base import GaussianCloud
 
@@ -165,16 +166,6 @@ def rasterize_gaussians(
 # ----------------------------------------------------------------------------------------------- projection
 
 
-def _quat_to_rotmat(q: Tensor) -> Tensor:
-    """Unit quaternions [N, 4] (w, x, y, z) -> rotation matrices [N, 3, 3]."""
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(-1, 3, 3)
-
-
 def _project(
     means: Tensor, quats: Tensor, scales: Tensor, viewmats: Tensor, Ks: Tensor, width: int, height: int,
     eps2d: float, near: float, far: float,
@@ -184,7 +175,7 @@ def _project(
     with det(cov2d) > 0."""
     R = viewmats[:, :3, :3].to(means.dtype)
     t = viewmats[:, :3, 3].to(means.dtype)
-    rs = _quat_to_rotmat(F.normalize(quats, dim=-1)) * scales[:, None, :]  # R S: [N, 3, 3]
+    rs = quat_to_rotmat(F.normalize(quats, dim=-1)) * scales[:, None, :]  # R S: [N, 3, 3]
     mean_c = torch.einsum("cij,nj->cni", R, means) + t[:, None, :]  # [C, N, 3]
     rs_c = torch.einsum("cij,njk->cnik", R, rs)  # camera-frame R S: [C, N, 3, 3]
     x, y, z = mean_c.unbind(-1)

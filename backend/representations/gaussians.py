@@ -25,21 +25,12 @@ from torch import Tensor, nn
 
 from backend.config import GaussiansConfig
 from backend.core.outputs import RenderOutput
+from backend.core.rotations import quat_to_rotmat
 from backend.core.schedules import log_linear
 from backend.io.ply import gaussian_ply_names
 
 SH_C0 = 0.28209479177387814
 PARAM_NAMES = ("xyz", "sh_dc", "sh_rest", "opacity_logits", "log_scales", "rotations")
-
-
-def quat_to_rotmat(q: Tensor) -> Tensor:
-    """Unit quaternions [N, 4] (w, x, y, z) -> rotation matrices [N, 3, 3]."""
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(-1, 3, 3)
 
 
 def knn_mean_sq_dist(points: Tensor, k: int = 3, chunk: int = 2048) -> Tensor:
