@@ -88,6 +88,8 @@ class JobManager:
         proc = self._proc
         if proc is not None and proc.returncode is None:
             self._send({"op": "shutdown"})
+            if proc.stdin is not None:
+                proc.stdin.close()  # EOF as well: a worker stops on either
             try:
                 await asyncio.wait_for(proc.wait(), SHUTDOWN_WAIT_S)
             except TimeoutError:
@@ -227,6 +229,7 @@ class JobManager:
         if self._stopping:
             return
         self._ready = False
+        self._tasks = [t for t in self._tasks if not t.done()]  # a server runs for days: drop finished tasks
         self._proc = await asyncio.create_subprocess_exec(
             *self.worker_command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             limit=MAX_WORKER_LINE, start_new_session=True)  # terminal signals are for the supervisor alone
@@ -339,6 +342,9 @@ class JobManager:
             if self._killed_for_cancel == job_id:
                 self.store.set_state(job_id, "cancelled", f"cancelled: the step did not return within "
                                      f"{CANCEL_KILL_S:g} s, so the worker was stopped and restarted",
+                                     step=job["step"])
+            elif job["state"] == "cancelling":  # it was going to stop anyway: not a crash to retry
+                self.store.set_state(job_id, "cancelled", f"cancelled (the worker process ended, {how})",
                                      step=job["step"])
             elif self._stopping:
                 self._requeue(job_id, "the server stopped; the job resumes from its last checkpoint")
