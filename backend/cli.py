@@ -1,4 +1,4 @@
-"""`distillery`: generate | presets | evaluate | bench.
+"""`distillery`: generate | presets | evaluate | bench | serve.
 
 Exit codes: 0 success, 1 the job failed (diverged, internal error), 2 bad input (unknown option, setting,
 preset or prompt), 130 interrupted.
@@ -51,7 +51,25 @@ def _parser() -> argparse.ArgumentParser:
     b.set_defaults(steps=40)
     b.add_argument("--warmup", type=int, default=5, help="steps left out of the medians")
     b.add_argument("--json", action="store_true", help="machine-readable output")
+    _serve_args(sub)
     return p
+
+
+def _serve_args(sub: Any) -> None:
+    s = sub.add_parser("serve", help="run the local generation server (HTTP API, docs/API.md)")
+    s.add_argument("--port", type=int, default=0, help="port (default 0: a free port, written to "
+                   "<data dir>/server.json)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; anything but "
+                   "loopback needs --allow-remote)")
+    s.add_argument("--data-dir", type=Path, default=None, help="jobs, events and artifacts (default "
+                   "~/.local/share/distillery)")
+    s.add_argument("--token-file", type=Path, default=None, help="where to write the access token (mode 0600; "
+                   "default <data dir>/token)")
+    s.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (needs --tls-cert "
+                   "and --tls-key)")
+    s.add_argument("--tls-cert", type=Path, default=None, help="TLS certificate (PEM) for --allow-remote")
+    s.add_argument("--tls-key", type=Path, default=None, help="TLS private key (PEM) for --allow-remote")
+    s.add_argument("--access-log", action="store_true", help="log every request (never logs the token)")
 
 
 def _job_args(p: argparse.ArgumentParser) -> None:
@@ -249,7 +267,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"generate": cmd_generate, "presets": cmd_presets, "evaluate": cmd_evaluate, "bench": cmd_bench}
+def cmd_serve(args: argparse.Namespace) -> int:
+    from backend.server.serve import ServeError, serve
+
+    try:
+        return serve(host=args.host, port=args.port, data_dir=args.data_dir, token_file=args.token_file,
+                     allow_remote=args.allow_remote, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                     access_log=args.access_log)
+    except ServeError as exc:
+        raise UsageError(str(exc)) from None
+
+
+COMMANDS = {"generate": cmd_generate, "presets": cmd_presets, "evaluate": cmd_evaluate, "bench": cmd_bench,
+            "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

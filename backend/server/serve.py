@@ -1,0 +1,126 @@
+"""`distillery serve`: start the server (uvicorn) for one data dir.
+
+Loopback only by default; another address needs `--allow-remote` plus a TLS certificate and key, and prints
+a warning. The socket is bound here (port 0 picks a free port), then the token file (0600) and the connection
+file `<data dir>/server.json` (url, port, pid, token file; 0600) are written and their paths printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from backend import __version__
+from backend.protocol import PROTOCOL_VERSION
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+class ServeError(Exception):
+    """A reason not to start, printed without a traceback."""
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "distillery"
+
+
+def _lock_data_dir(data_dir: Path) -> Any:
+    """One server per data dir; the lock dies with the process (also on SIGKILL)."""
+    f = open(data_dir / "server.lock", "a+b")  # noqa: SIM115 - held for the life of the server
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ServeError(f"another server is using the data dir {data_dir}; stop it or pass another --data-dir") \
+            from None
+    return f
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if host == "localhost":
+        host = "127.0.0.1"
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    if os.name != "nt":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart on the same port after a crash
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def serve(host: str = "127.0.0.1", port: int = 0, data_dir: Path | None = None, token_file: Path | None = None,
+          allow_remote: bool = False, tls_cert: Path | None = None, tls_key: Path | None = None,
+          access_log: bool = False) -> int:
+    import uvicorn
+
+    from backend.jobs.manager import JobManager
+    from backend.server.app import create_app
+    from backend.server.auth import allowed_hosts, new_token, write_private
+
+    if host not in LOOPBACK:
+        if not allow_remote:
+            raise ServeError(f"--host {host} would expose the server beyond this machine; it listens on "
+                             "127.0.0.1 unless you also pass --allow-remote with --tls-cert and --tls-key")
+        if not (tls_cert and tls_key):
+            raise ServeError("--allow-remote needs --tls-cert and --tls-key: the token must not cross a network "
+                             "in clear text")
+    if not 0 <= port <= 65535:
+        raise ServeError(f"--port {port} is out of range (allowed: 0 .. 65535; 0 picks a free port)")
+    data_dir = Path(data_dir or default_data_dir()).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        os.chmod(data_dir, 0o700)  # prompts, assets and the database are the user's alone
+    lock = _lock_data_dir(data_dir)
+    token_file = Path(token_file or data_dir / "token").expanduser().resolve()
+    sock = _bind(host, port)
+    port = sock.getsockname()[1]
+    token = new_token()
+    write_private(token_file, token + "\n")
+    scheme = "https" if tls_cert else "http"
+    shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host == "localhost" else host)
+    url = f"{scheme}://{shown}:{port}"
+    connection_file = data_dir / "server.json"
+    write_private(connection_file, json.dumps({
+        "url": url, "port": port, "pid": os.getpid(), "token_file": str(token_file),
+        "protocol_version": PROTOCOL_VERSION, "version": __version__}, indent=1) + "\n")
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if host not in LOOPBACK:
+        banner = "!" * 78
+        print(f"{banner}\nWARNING: listening on {host}, reachable from other machines. Anyone with the token can "
+              f"run jobs and read their files.\n{banner}", file=sys.stderr, flush=True)
+    print(f"distillery {__version__} serving on {url}\n  token file:      {token_file}\n"
+          f"  connection file: {connection_file}\n  data dir:        {data_dir}", flush=True)
+
+    manager = JobManager(data_dir)
+    app = create_app(manager, token, allowed_hosts(port, host))
+    config = uvicorn.Config(app, log_level="info", access_log=access_log, lifespan="on",
+                            timeout_graceful_shutdown=5, ssl_certfile=str(tls_cert) if tls_cert else None,
+                            ssl_keyfile=str(tls_key) if tls_key else None, server_header=False)
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        with contextlib.suppress(OSError):
+            connection_file.unlink()
+        lock.close()
+    return 0
+
