@@ -115,7 +115,14 @@ def serve(host: str = "127.0.0.1", port: int = 0, data_dir: Path | None = None, 
     config = uvicorn.Config(app, log_level="info", access_log=access_log, lifespan="on",
                             timeout_graceful_shutdown=5, ssl_certfile=str(tls_cert) if tls_cert else None,
                             ssl_keyfile=str(tls_key) if tls_key else None, server_header=False)
-    server = uvicorn.Server(config)
+    class _Server(uvicorn.Server):
+        # uvicorn re-raises the stopping signal after its graceful shutdown; that would kill the process before
+        # the cleanup below (connection file) and turn a clean stop into status -15. A clean stop exits 0.
+        def handle_exit(self, sig, frame):
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    server = _Server(config)
     try:
         server.run(sockets=[sock])
     finally:
