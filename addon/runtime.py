@@ -297,6 +297,11 @@ class Runtime:
         self.pump_stats: list[float] = []  # seconds per pump call (last 600)
         self.on_presets: Callable[[list[dict]], None] | None = None
 
+    def use_session_factory(self, factory: Callable) -> None:
+        """Which client class to use (tests pass a fake); applies to the next start or connect."""
+        self.session_factory = factory
+        self.link.session_factory = factory
+
     # -- operations posted by operators (main thread) ------------------------------------------------------
 
     @property
