@@ -142,7 +142,7 @@ def _build_splat_material(mat: bpy.types.Material, srgb: tuple[float, float, flo
     """Emission of the splat colour mixed with transparency by its opacity. The colour and opacity come from
     the instance (ellipsoids) or the point (points); a missing attribute reads as 0, so summing both works."""
     mat.diffuse_color = (*(_srgb_to_linear(c) for c in srgb), 1.0)  # Workbench solid view
-    mat.use_nodes = True
+    _use_nodes(mat)
     nt = mat.node_tree
     nt.nodes.clear()
     n, lk = nt.nodes, nt.links
@@ -182,6 +182,11 @@ def _build_splat_material(mat: bpy.types.Material, srgb: tuple[float, float, flo
     elif hasattr(mat, "blend_method"):
         mat.blend_method = "HASHED"
     mat["distillery_version"] = NODE_GROUP_VERSION
+
+
+def _use_nodes(mat: bpy.types.Material) -> None:
+    if bpy.app.version < (5, 0, 0):  # 5.0 materials always have a node tree (use_nodes is deprecated)
+        mat.use_nodes = True
 
 
 def ensure_node_group() -> bpy.types.NodeTree:
@@ -403,7 +408,7 @@ def ensure_mesh_material() -> bpy.types.Material:
     if mat is not None and mat.get("distillery_version") == NODE_GROUP_VERSION:
         return mat
     mat = mat or bpy.data.materials.new(MESH_MATERIAL)
-    mat.use_nodes = True
+    _use_nodes(mat)
     nt = mat.node_tree
     nt.nodes.clear()
     attr = nt.nodes.new("ShaderNodeAttribute")
