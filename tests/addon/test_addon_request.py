@@ -57,7 +57,7 @@ def test_switching_a_family_takes_that_kinds_defaults():
     assert "sds" in choices
     built = request.build_config(preset, prompt="a mug", families={"method": "sds"})
     config.from_dict(built)
-    with pytest.raises(request.RequestError, match="unknown method 'nope'"):
+    with pytest.raises(request.RequestError, match=r"unknown method 'nope'"):
         request.build_config(preset, prompt="a mug", families={"method": "nope"})
 
 
@@ -65,7 +65,7 @@ def test_bad_panel_values_name_the_field():
     preset = PRESETS[0]
     with pytest.raises(request.RequestError, match="prompt"):
         request.build_config(preset, prompt="  ")
-    with pytest.raises(request.RequestError, match="stages.0.nope"):
+    with pytest.raises(request.RequestError, match=r"stages\.0\.nope"):
         request.build_config(preset, prompt="a mug", values={"stages.0.nope": 1})
     with pytest.raises(request.RequestError, match="two numbers"):
         request.coerce_text("stages.0.camera.fovy_range", "pair", "40")

@@ -13,7 +13,7 @@ import pytest
 from conftest import PKG, ROOT, enabled
 
 sys.path.insert(0, str(ROOT))
-import build  # noqa: E402
+import build
 
 
 def test_check_validates_without_writing(tmp_path):

@@ -3,10 +3,9 @@ in-place updates, mesh objects, the Geometry Nodes display, renders, PLY import/
 
 from __future__ import annotations
 
+import bpy
 import numpy as np
 import pytest
-
-import bpy
 
 
 def gaussians(ply, n: int, degree: int = 0, seed: int = 0, color=(0.9, 0.1, 0.1)) -> dict:
