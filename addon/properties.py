@@ -316,6 +316,7 @@ class DISTILLERY_PG_settings(bpy.types.PropertyGroup):
         if preset is None:
             raise request.RequestError("preset", f"unknown preset {self.preset!r}" if _PRESETS else
                                        "the presets are not loaded yet: start the backend")
+        depsgraph = context.evaluated_depsgraph_get()  # up-to-date matrices of the camera and the seed
         cursor = np.array(scene.cursor.location, dtype=np.float64)
         placement = {"location": [float(x) for x in cursor], "rotation_z": 0.0, "scale": 1.0,
                      "name": scene_sync.object_name(self.prompt)}
@@ -323,21 +324,21 @@ class DISTILLERY_PG_settings(bpy.types.PropertyGroup):
         center = cursor
         init_points = None
         if self.seed_object is not None:
-            center = _bounds_center(self.seed_object)
+            center = _bounds_center(self.seed_object.evaluated_get(depsgraph))
             placement["location"] = [float(x) for x in center]
         if self.use_camera_front:
             cam = scene.camera
             if cam is None:
                 raise request.RequestError("front from camera", "the scene has no active camera")
             try:
-                front = convert.front_azimuth(np.array(cam.matrix_world), center)
+                front = convert.front_azimuth(np.array(cam.evaluated_get(depsgraph).matrix_world), center)
             except ValueError as exc:
                 raise request.RequestError("front from camera", str(exc)) from None
             placement["rotation_z"] = convert.asset_rotation_z(front)
         if self.seed_object is not None:
             try:
-                init_points, scale = scene_sync.seed_points(self.seed_object, context.evaluated_depsgraph_get(),
-                                                            center, front, self.seed_count, self.seed)
+                init_points, scale = scene_sync.seed_points(self.seed_object, depsgraph, center, front,
+                                                            self.seed_count, self.seed)
             except ValueError as exc:
                 raise request.RequestError("seed shape", str(exc)) from None
             placement["scale"] = scale

@@ -516,6 +516,7 @@ def export_gaussian_ply(obj: bpy.types.Object, path: str) -> int:
 def surface_points(obj: bpy.types.Object, depsgraph, count: int, seed: int = 0) -> np.ndarray:
     """[count, 3] world-space points sampled uniformly (by area) on the evaluated surface of a mesh object."""
     ev = obj.evaluated_get(depsgraph)
+    m = np.array(ev.matrix_world, dtype=np.float64)
     mesh = ev.to_mesh()
     try:
         mesh.calc_loop_triangles()
@@ -528,7 +529,6 @@ def surface_points(obj: bpy.types.Object, depsgraph, count: int, seed: int = 0) 
         mesh.loop_triangles.foreach_get("vertices", tris)
     finally:
         ev.to_mesh_clear()
-    m = np.array(obj.matrix_world, dtype=np.float64)
     co = co.reshape(-1, 3).astype(np.float64) @ m[:3, :3].T + m[:3, 3]
     a, b, c = (co[tris.reshape(-1, 3)[:, i]] for i in range(3))
     area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)

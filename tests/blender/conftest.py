@@ -99,6 +99,7 @@ def addon(ext):
                 "prompt", "negative_prompt", "prior", "method", "representation"):
         setattr(s, key, "")
     s.seed_object = None
+    s.seed = s.steps = 0
     s.use_camera_front = False
     yield ext
     rt = ext.runtime.RUNTIME
