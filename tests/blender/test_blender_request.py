@@ -59,7 +59,7 @@ def test_every_preset_with_edited_settings_is_accepted(synced, presets_payload):
                 setattr(group, ident, other)
                 edits["enum"] = (x["key"], other)
             elif x["kind"] == "pair" and "pair" not in edits:
-                lo, hi = x["default"]
+                lo = x["default"][0]
                 setattr(group, ident, (lo, lo))
                 edits["pair"] = (x["key"], [lo, lo])
         config, placement = s.to_request(bpy.context)
