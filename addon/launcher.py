@@ -62,6 +62,7 @@ class LaunchSpec:
     log_file: Path
     model_cache: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
+    pythonpath: Path | None = None  # default: the embedded backend (embedded_root())
 
     @property
     def base_url(self) -> str:
@@ -76,7 +77,7 @@ class LaunchSpec:
         # Blender sets PYTHONHOME/PYTHONPATH for its own Python; the backend's interpreter must not inherit them.
         for key in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONNOUSERSITE"):
             env.pop(key, None)
-        env["PYTHONPATH"] = str(embedded_root())
+        env["PYTHONPATH"] = str(self.pythonpath or embedded_root())
         env["PYTHONUNBUFFERED"] = "1"
         if self.model_cache:
             env["HF_HOME"] = self.model_cache
