@@ -280,6 +280,7 @@ class Watcher:
     stop: threading.Event
     thread: threading.Thread | None = None
     done: bool = False
+    last_step: int = 0
 
 
 class Runtime:
@@ -346,18 +347,18 @@ class Runtime:
                 if data is None:
                     return
                 geometry = _decode(ev.get("kind", "gaussians"), data)
+                w.last_step = int(ev.get("step", 0))
                 self.mailbox.post_geometry(w.job_id, {"kind": ev.get("kind", "gaussians"), "payload": geometry,
                                                       "step": int(ev.get("step", 0)), "final": False})
                 return
             if kind == "preview":
                 return  # previews are PNG grids for other clients; the scene object is the live view
             if kind == "result":
-                asset = (ev.get("artifacts") or {}).get("asset")
-                if asset:
-                    data = w.handle.download(asset)
-                    geometry = _decode("gaussians" if asset.endswith(".ply") else "mesh", data)
+                asset = (ev.get("artifacts") or {}).get("asset", "")
+                if asset.endswith(".ply"):  # the final 3DGS asset replaces the last snapshot
+                    geometry = _decode("gaussians", w.handle.download(asset))
                     self.mailbox.post_geometry(w.job_id, {"kind": "gaussians", "payload": geometry,
-                                                          "step": int(ev.get("step", 0)), "final": True})
+                                                          "step": int(ev.get("step", w.last_step)), "final": True})
             clean = {k: v for k, v in ev.items() if k != "data"}
             self.mailbox.post("event", w.job_id, clean)
             if kind == "status" and ev.get("state") in TERMINAL:

@@ -18,11 +18,11 @@ from pathlib import Path
 os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="distillery-bench-"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import bpy  # noqa: E402
-import numpy as np  # noqa: E402
+import bpy
+import numpy as np
 
-from addon import runtime, scene_sync  # noqa: E402
-from addon.client import ply  # noqa: E402
+from addon import runtime, scene_sync
+from addon.client import ply
 
 
 def cloud(n: int, degree: int, seed: int) -> dict[str, np.ndarray]:
@@ -31,6 +31,28 @@ def cloud(n: int, degree: int, seed: int) -> dict[str, np.ndarray]:
     for i in range(3):
         a[f"scale_{i}"] = np.log(rng.uniform(0.005, 0.02, n)).astype(np.float32)
     return a
+
+
+def alternating(scene, job_id: str, choices: list[dict]):
+    """A callable that applies the given snapshots in turn to job `job_id`'s object."""
+    turn = [0]
+
+    def apply() -> None:
+        scene_sync.apply_snapshot(scene, job_id, "gaussians", choices[turn[0] % len(choices)], name="bench")
+        turn[0] += 1
+
+    return apply
+
+
+def evaluator(obj, dg, choices: list[dict]):
+    turn = [0]
+
+    def run() -> None:
+        scene_sync.set_gaussians(obj.data, choices[turn[0] % len(choices)])
+        turn[0] += 1
+        dg.update()
+
+    return run
 
 
 def timed(fn, repeats: int) -> float:
@@ -63,20 +85,10 @@ def main() -> None:
 
         rows.append((f"create object + attributes (SH{degree})", timed(create, r)))
         scene_sync.apply_snapshot(scene, f"bench-{degree}", "gaussians", arrays[0], name="bench")
-        flip = [0]
-
-        def update(d=degree):
-            flip[0] ^= 1
-            scene_sync.apply_snapshot(scene, f"bench-{d}", "gaussians", arrays[flip[0]], name="bench")
-
+        update = alternating(scene, f"bench-{degree}", [arrays[1], arrays[0]])
         rows.append((f"update in place, same count (SH{degree})", timed(update, r)))
         smaller = {k: v[: n - 1000] for k, v in arrays[0].items()}
-        sizes = [arrays[1], smaller]
-
-        def resize(d=degree):
-            flip[0] ^= 1
-            scene_sync.apply_snapshot(scene, f"bench-{d}", "gaussians", sizes[flip[0]], name="bench")
-
+        resize = alternating(scene, f"bench-{degree}", [smaller, arrays[1]])
         rows.append((f"update with a count change (SH{degree})", timed(resize, r)))
         scene_sync.remove_objects(f"bench-{degree}")
 
@@ -86,12 +98,7 @@ def main() -> None:
         scene_sync.set_display(obj, ellipsoids=mode)
         dg.update()
 
-        def evaluate():
-            update_positions = arrays[flip[0]]
-            flip[0] ^= 1
-            scene_sync.set_gaussians(obj.data, update_positions)
-            dg.update()
-
+        evaluate = evaluator(obj, dg, arrays)
         rows.append((f"update + Geometry Nodes evaluation ({'ellipsoids' if mode else 'points'})",
                      timed(evaluate, r)))
 
