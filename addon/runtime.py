@@ -12,6 +12,7 @@ No call made on the main thread waits on the network: operators only post work h
 
 from __future__ import annotations
 
+import atexit
 import json
 import queue
 import threading
@@ -669,9 +670,16 @@ def _on_load_post(*_args) -> None:
     rt.reattach_pending = True
 
 
+def _at_exit() -> None:
+    """Blender quits: stop the threads and signal a backend we launched (it checkpoints and exits)."""
+    if RUNTIME is not None:
+        RUNTIME.shutdown()
+
+
 def register(session_factory: Callable = default_session_factory) -> Runtime:
     global RUNTIME
     RUNTIME = Runtime(session_factory)
+    atexit.register(_at_exit)
     if not bpy.app.timers.is_registered(pump):
         bpy.app.timers.register(pump, first_interval=PUMP_IDLE, persistent=True)
     if _on_load_post not in bpy.app.handlers.load_post:
@@ -684,6 +692,7 @@ def unregister() -> None:
     rt, RUNTIME = RUNTIME, None
     if rt is not None:
         rt.shutdown()
+    atexit.unregister(_at_exit)
     if bpy.app.timers.is_registered(pump):
         bpy.app.timers.unregister(pump)
     if _on_load_post in bpy.app.handlers.load_post:
