@@ -6,6 +6,7 @@ Every known problem gets a fix-it box with the button that fixes it (`problems()
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import bpy
 
@@ -43,7 +44,7 @@ def problems(context) -> list[Problem]:
     if rt is not None and p is not None and rt.view.state != "alive":
         v = rt.view
         missing = None
-        if p.mode == "LAUNCH" and not (p.python_path and launcher.Path(bpy.path.abspath(p.python_path)).is_file()):
+        if p.mode == "LAUNCH" and not (p.python_path and Path(bpy.path.abspath(p.python_path)).is_file()):
             missing = "Choose the backend's Python interpreter, or use the managed environment"
         if p.mode == "MANAGED" and not launcher.venv_python(preferences.venv_dir()).is_file():
             out.append(Problem("Backend not installed", "Install its packages into the managed environment",

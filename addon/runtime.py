@@ -132,8 +132,8 @@ class BackendLink:
         self._retire()
         gen = self.generation
         self.base_url = spec.base_url
-        self.mailbox.post("backend", data={"state": "starting", "message": f"starting {spec.python}",
-                                           "base_url": spec.base_url, "launched": True})
+        self._post(gen, {"state": "starting", "message": f"starting {spec.python}",
+                         "base_url": spec.base_url, "launched": True})
         _spawn(self._launch_worker, spec, startup_timeout, gen, name="distillery-launch")
 
     def connect(self, base_url: str, token_file: str) -> None:
@@ -141,19 +141,20 @@ class BackendLink:
         self._retire()
         gen = self.generation
         self.base_url = base_url.rstrip("/")
-        self.mailbox.post("backend", data={"state": "starting", "message": f"connecting to {self.base_url}",
-                                           "base_url": self.base_url, "launched": False})
+        self._post(gen, {"state": "starting", "message": f"connecting to {self.base_url}",
+                         "base_url": self.base_url, "launched": False})
         _spawn(self._connect_worker, token_file, gen, name="distillery-connect")
 
     def stop(self) -> None:
         """Stop monitoring, and stop the process if we launched it (in a worker thread)."""
         proc = self.process
         self._retire()
-        self.mailbox.post("backend", data={"state": "stopping" if proc else "stopped", "message": "stopping"})
+        gen = self.generation
+        self._post(gen, {"state": "stopping" if proc else "stopped", "message": "stopping"})
         if proc is not None:
             def _stop() -> None:
                 code = proc.stop()
-                self.mailbox.post("backend", data={"state": "stopped", "message": f"stopped (exit code {code})"})
+                self._post(gen, {"state": "stopped", "message": f"stopped (exit code {code})"})
             _spawn(_stop, name="distillery-stop")
 
     def shutdown(self) -> None:
@@ -171,6 +172,10 @@ class BackendLink:
             self.process = None
             self.session = None
 
+    def _post(self, gen: int, data: dict) -> None:
+        """A state change for the pump, tagged with the link generation it belongs to."""
+        self.mailbox.post("backend", data={"generation": gen, **data})
+
     def _current(self, gen: int) -> bool:
         return gen == self.generation
 
@@ -178,8 +183,8 @@ class BackendLink:
         try:
             proc = launcher.BackendProcess(spec)
         except (launcher.LaunchError, OSError) as exc:
-            self.mailbox.post("backend", data={"state": "dead", "message": f"cannot start the backend: {exc}",
-                                               "hint": getattr(exc, "hint", "")})
+            self._post(gen, {"state": "dead", "message": f"cannot start the backend: {exc}",
+                             "hint": getattr(exc, "hint", "")})
             return
         with self._lock:
             if not self._current(gen):
@@ -191,8 +196,8 @@ class BackendLink:
         while time.monotonic() < deadline and self._current(gen):
             code = proc.exit_code()
             if code is not None:
-                self.mailbox.post("backend", data={"state": "dead", "message": f"the backend exited with code {code}",
-                                                   "hint": "see the backend log", "log": proc.log_tail()})
+                self._post(gen, {"state": "dead", "message": f"the backend exited with code {code}",
+                                 "hint": "see the backend log", "log": proc.log_tail()})
                 return
             if spec.token_file.exists():
                 try:
@@ -205,8 +210,8 @@ class BackendLink:
             if self._current(gen):
                 proc.signal_stop()
                 message = f"the backend did not answer within {startup_timeout:.0f} s"
-                self.mailbox.post("backend", data={"state": "dead", "hint": "see the backend log", "message": message,
-                                                   "log": proc.log_tail()})
+                self._post(gen, {"state": "dead", "hint": "see the backend log", "message": message,
+                                 "log": proc.log_tail()})
             return
         self._attach(spec.token_file, gen)
 
@@ -223,16 +228,16 @@ class BackendLink:
             health = session.health()
             presets = session.presets()
         except Exception as exc:
-            self.mailbox.post("backend", data={"state": "dead", "message": f"cannot reach {self.base_url}: "
-                                               f"{_describe(exc)}", "hint": _hint(exc)})
+            self._post(gen, {"state": "dead", "message": f"cannot reach {self.base_url}: "
+                             f"{_describe(exc)}", "hint": _hint(exc)})
             return
         with self._lock:
             if not self._current(gen):
                 return
             self.session = session
             stop = self._stop
-        self.mailbox.post("backend", data={"state": "alive", "message": "connected", "health": health,
-                                           "presets": presets, "session": session})
+        self._post(gen, {"state": "alive", "message": "connected", "health": health,
+                         "presets": presets, "session": session})
         _spawn(self._monitor, session, stop, gen, name="distillery-health")
 
     def _monitor(self, session, stop: threading.Event, gen: int) -> None:
@@ -241,9 +246,9 @@ class BackendLink:
         while not stop.wait(HEALTH_EVERY):
             proc = self.process
             if proc is not None and proc.exit_code() is not None:
-                self.mailbox.post("backend", data={"state": "dead", "generation": gen, "log": proc.log_tail(),
-                                                   "message": f"the backend exited with code {proc.exit_code()}",
-                                                   "hint": "restart it; the running job resumes from its checkpoint"})
+                self._post(gen, {"state": "dead", "log": proc.log_tail(),
+                                 "message": f"the backend exited with code {proc.exit_code()}",
+                                 "hint": "restart it; the running job resumes from its checkpoint"})
                 return
             try:
                 health = session.health()
@@ -251,14 +256,12 @@ class BackendLink:
                 silent = time.monotonic() - last_ok
                 if silent >= DEAD_AFTER and reported != "unresponsive":
                     reported = "unresponsive"
-                    self.mailbox.post("backend", data={"state": "unresponsive", "generation": gen,
-                                                       "message": f"no answer for {silent:.0f} s ({_describe(exc)})",
-                                                       "hint": "restart the backend"})
+                    self._post(gen, {"state": "unresponsive", "hint": "restart the backend",
+                                     "message": f"no answer for {silent:.0f} s ({_describe(exc)})"})
                 continue
             last_ok = time.monotonic()
             reported = "alive"  # posted every time: health carries the queue length and devices
-            self.mailbox.post("backend", data={"state": "alive", "generation": gen, "health": health,
-                                               "message": "connected"})
+            self._post(gen, {"state": "alive", "health": health, "message": "connected"})
 
 
 def _describe(exc: BaseException) -> str:
@@ -613,7 +616,7 @@ def _on_event(rt: Runtime, job_id: str, ev: dict) -> None:
             s.job_message = ev.get("message", "")
     elif kind == "result":
         if item is not None:
-            item.count = int(ev.get("count") or 0)
+            item.count = int(ev.get("count") or item.count)
             item.state = "succeeded"
         if current:
             s.job_state = "succeeded"

@@ -28,6 +28,7 @@ class FakeServer:
         self.presets = presets
         self.snapshots = snapshots
         self.final = final
+        self.final_count = int(final.split(b"element vertex ")[1].split(b"\n")[0])
         self.down = False
         self.submitted: list[dict] = []
         self.cancelled: set[str] = set()
@@ -48,7 +49,7 @@ class FakeServer:
             evs.append({"type": "snapshot", "artifact": f"snapshot-{step:06d}.ply", "kind": "gaussians",
                         "count": 0, "step": step, "data": blob})
         evs.append({"type": "result", "artifacts": {"asset": "asset.ply", "result": "result.json"},
-                    "metrics": {}, "count": 0, "seconds": 1.0})
+                    "metrics": {}, "count": self.final_count, "seconds": 1.0})
         evs.append({"type": "status", "state": "succeeded", "message": "done"})
         return evs
 
