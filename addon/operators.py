@@ -121,10 +121,7 @@ class DISTILLERY_OT_backend_restart(bpy.types.Operator):
     bl_label = "Restart"
 
     def execute(self, context):
-        rt = _rt(self)
-        if rt is None:
-            return {"CANCELLED"}
-        rt.link.stop()
+        # Starting again stops the process launched before (waiting for it, off the main thread).
         return bpy.ops.distillery.backend_start()
 
 

@@ -187,7 +187,8 @@ def draw_backend_status(layout, rt, full: bool = False) -> None:
 def health_lines(h: dict) -> list[tuple[str, str]]:
     """(label, text) rows of a /v1/health answer, whatever extra keys it carries."""
     rows = []
-    for key in ("versions", "devices", "renderers", "queue", "queue_length", "protocol_version"):
+    for key in ("version", "versions", "protocol_version", "worker", "devices", "renderers", "queue_length",
+                "running"):
         if key not in h:
             continue
         value = h[key]

@@ -128,17 +128,22 @@ class BackendLink:
         self._lock = threading.Lock()
 
     def launch(self, spec: launcher.LaunchSpec, startup_timeout: float = 120.0) -> None:
-        """Start the backend process (in a worker thread) and begin monitoring it."""
+        """Start the backend process (in a worker thread) and begin monitoring it. A process launched before
+        is stopped first, in that thread (one server per data folder: a restart must wait for it)."""
+        previous = self.process
         self._retire()
         gen = self.generation
         self.base_url = spec.base_url
         self._post(gen, {"state": "starting", "message": f"starting {spec.python}",
                          "base_url": spec.base_url, "launched": True})
-        _spawn(self._launch_worker, spec, startup_timeout, gen, name="distillery-launch")
+        _spawn(self._launch_worker, spec, startup_timeout, gen, previous, name="distillery-launch")
 
     def connect(self, base_url: str, token_file: str) -> None:
         """Use a backend someone else started (e.g. through an SSH tunnel)."""
+        previous = self.process
         self._retire()
+        if previous is not None:
+            _spawn(previous.stop, name="distillery-stop")
         gen = self.generation
         self.base_url = base_url.rstrip("/")
         self._post(gen, {"state": "starting", "message": f"connecting to {self.base_url}",
@@ -179,7 +184,10 @@ class BackendLink:
     def _current(self, gen: int) -> bool:
         return gen == self.generation
 
-    def _launch_worker(self, spec: launcher.LaunchSpec, startup_timeout: float, gen: int) -> None:
+    def _launch_worker(self, spec: launcher.LaunchSpec, startup_timeout: float, gen: int,
+                       previous: launcher.BackendProcess | None = None) -> None:
+        if previous is not None:
+            previous.stop()
         try:
             proc = launcher.BackendProcess(spec)
         except (launcher.LaunchError, OSError) as exc:

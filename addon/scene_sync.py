@@ -548,4 +548,4 @@ def seed_points(obj: bpy.types.Object, depsgraph, center, front_azimuth_deg: flo
     one canonical unit."""
     pts = surface_points(obj, depsgraph, count, seed)
     can, scale = convert.to_canonical(pts, np.asarray(center, float), front_azimuth_deg)
-    return np.round(can, 4).tolist(), scale
+    return np.round(can, 3).tolist(), scale  # 1e-3 of a 0.5 radius; keeps the request small
