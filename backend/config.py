@@ -164,15 +164,106 @@ class GaussiansConfig(RepresentationConfig):
                                        hi=100_000)
 
 
+@dataclass
+class NeRFConfig(RepresentationConfig):
+    """A NeRF (METHODS.md §3.2): a multiresolution hash-grid field with density and albedo heads, rendered by
+    volume rendering with occupancy-grid skipping; exported as a mesh by marching cubes."""
+
+    name: str = "nerf"
+    radius: float = setting(2.0, "The field lives in the cube [-radius, radius]^3", lo=0.1, hi=100, unit="world")
+    grid_levels: int = setting(16, "Hash-grid levels", lo=1, hi=32)
+    grid_features: int = setting(2, "Features per hash-grid level", lo=1, hi=8)
+    grid_log2_table: int = setting(19, "log2 of the hash-table size of each level", lo=8, hi=24)
+    grid_base_resolution: int = setting(16, "Resolution of the coarsest level", lo=2, hi=1024)
+    grid_scale: float = setting(1.4472692, "Resolution growth from one level to the next", lo=1.01, hi=4)
+    grid_start_levels: int = setting(8, "Levels active at the start; the others are added one at a time", lo=1,
+                                     hi=32)
+    grid_grow_from: float = setting(0.2, "Fraction of the stage from which levels are added", lo=0, hi=1)
+    grid_grow_every: int = setting(500, "Steps between two added levels", lo=1, hi=100_000)
+    hidden: int = setting(64, "Hidden units of the density and albedo heads (one hidden layer each)", lo=8,
+                          hi=512)
+    blob_density: float = setting(10.0, "Density bias at the centre (blob): b(x) = d (1 - |x| / r)", lo=0, hi=100)
+    blob_radius: float = setting(0.5, "Radius r at which the blob bias crosses zero", lo=0.01, hi=10, unit="world")
+    samples_per_diagonal: int = setting(512, "Ray-marching steps along the cube's diagonal (step = sqrt(3) 2 "
+                                        "radius / this)", lo=16, hi=4096)
+    occupancy_resolution: int = setting(32, "Cells per axis of the occupancy grid that skips empty space", lo=4,
+                                        hi=256)
+    occupancy_every: int = setting(16, "Steps between occupancy-grid refreshes", lo=1, hi=10_000)
+    occupancy_decay: float = setting(0.95, "EMA decay of the occupancy grid's densities", lo=0, hi=1)
+    occupancy_threshold: float = setting(0.01, "A cell is occupied when sigma * step > min(mean, this)", lo=0,
+                                         hi=10)
+    alpha_threshold: float = setting(0.01, "Samples whose alpha is below this are skipped", lo=0, hi=0.5)
+    normals: str = setting("analytic", "Surface normals: analytic -grad(sigma) (double backward), finite "
+                           "differences, or none (no shading, no orientation loss)",
+                           choices=("analytic", "finite_difference", "none"))
+    normal_eps: float = setting(0.01, "Finite-difference step of the normals", lo=1e-5, hi=1, unit="world")
+    albedo_until: float = setting(0.2, "Albedo-only shading until this fraction of the stage", lo=0, hi=1)
+    albedo_prob: float = setting(0.25, "After that, probability of albedo shading (else diffuse or textureless, "
+                                 "50:50)", lo=0, hi=1)
+    ambient: float = setting(0.1, "Ambient light of diffuse and textureless shading", lo=0, hi=1)
+    light_distance: list = setting([0.8, 1.5], "Distance of the random point light along the jittered camera "
+                                   "direction", lo=0, hi=100, kind="pair", unit="world")
+    field_lr: float = setting(0.01, "Learning rate of the hash grid and the heads", lo=0, hi=1)
+    background_lr: float = setting(0.001, "Learning rate of the learned background (stage background=learned)",
+                                   lo=0, hi=1)
+    export_resolution: int = setting(256, "Marching-cubes grid of the final mesh", lo=16, hi=512)
+    snapshot_resolution: int = setting(64, "Marching-cubes grid of the streamed snapshots", lo=16, hi=512)
+    export_threshold: float = setting(25.0, "Density level of the exported surface (0 = auto: the mean density "
+                                      "above 1e-5)", lo=0, hi=1e4)
+    export_texture: str = setting("vertex", "Colours of the exported mesh: per vertex, or a UV texture baked with "
+                                  "xatlas", choices=("vertex", "uv"))
+    texture_size: int = setting(1024, "Side of the baked UV texture", lo=64, hi=4096, unit="px")
+
+
+@dataclass
+class DMTetConfig(NeRFConfig):
+    """A DMTet mesh (METHODS.md §3.3): SDF and bounded deformation on a tetrahedral grid, extracted by
+    differentiable marching tetrahedra and rasterised; colour from a hash-grid field (the NeRF settings).
+    geometry=sdf keeps its own SDF (initialised from a NeRF stage or a sphere); geometry=density takes the SDF
+    from the field's density minus `density_threshold` (Real3D's one field with two renderers)."""
+
+    name: str = "dmtet"
+    geometry: str = setting("sdf", "sdf: its own per-vertex SDF; density: density(v) - threshold of the shared "
+                            "field (Real3D)", choices=("sdf", "density"))
+    tet_resolution: int = setting(32, "Cubes per axis of the tetrahedral grid (6 tets per cube: 32 gives 35 937 "
+                                  "vertices and 196 608 tets, about quartet's 64)", lo=4, hi=128)
+    deformation_scale: float = setting(0.5, "Bound of the vertex deformation in cube edges (tanh-limited)", lo=0,
+                                       hi=1)
+    density_threshold: float = setting(0.1, "geometry=density: the surface is density = this (Real3D's epsilon)",
+                                       lo=0, hi=1e4)
+    init_threshold: float = setting(0.0, "From a NeRF: density level of the initial surface (0 = auto: the mean "
+                                    "density above 1e-5; threestudio uses 25, 10 is common)", lo=0, hi=1e4)
+    init_radius: float = setting(0.5, "Without a NeRF to start from: radius of the initial sphere", lo=0.01, hi=10,
+                                 unit="world")
+    box_margin: float = setting(0.1, "From a NeRF: the grid covers the tight bounds grown by this fraction", lo=0,
+                                hi=1)
+    sdf_lr: float = setting(1e-3, "Learning rate of the per-vertex SDF (geometry=sdf)", lo=0, hi=1)
+    deformation_lr: float = setting(1e-3, "Learning rate of the per-vertex deformation", lo=0, hi=1)
+    implicit_weight: Any = setting([0.3, 1.0, 0.0, 0.8], "Dual renderer: weight of the volume-rendered views "
+                                   "(number or schedule; 0 renders every view as a mesh)", lo=0, hi=1,
+                                   kind="schedule")
+    implicit_resolution: int = setting(128, "Dual renderer: resolution of the volume-rendered views (upsampled to "
+                                       "the camera resolution)", lo=16, hi=1024, unit="px")
+    normals: str = setting("analytic", "Field normals for volume-rendered views: analytic, finite differences, or "
+                           "none", choices=("analytic", "finite_difference", "none"))
+
+
 REPRESENTATION_CONFIGS: dict[str, type[RepresentationConfig]] = {
     "gaussians": GaussiansConfig,
+    "nerf": NeRFConfig,
+    "dmtet": DMTetConfig,
 }
 
 # Which renderers can draw which representation; "auto" picks the first available, announced in the first
 # status event.
 RENDERERS: dict[str, tuple[str, ...]] = {
     "gaussians": ("torch", "gsplat"),
+    "nerf": ("torch",),
+    "dmtet": ("torch", "nvdiffrast", "dual"),
 }
+
+# Representation changes between stages that `create_from` supports: (previous, next).
+CONVERSIONS: tuple[tuple[str, str], ...] = (("nerf", "dmtet"),)
 
 
 # ---------------------------------------------------------------------------------------------- stage parts
