@@ -294,6 +294,8 @@ class CameraConfig:
     position_jitter: float = setting(0.0, "Uniform camera-position perturbation (+-, each axis)", lo=0, hi=1,
                                      unit="world")
     center_jitter: float = setting(0.0, "Std-dev of the look-at point perturbation", lo=0, hi=1, unit="world")
+    view_azimuth_step: float = setting(0.0, "When > 0, view i of a step sits this far in azimuth from view 0 "
+                                       "(Real3D: 90) instead of being stratified", lo=0, hi=180, unit="deg")
 
 
 @dataclass
@@ -307,14 +309,54 @@ class RegularisersConfig:
                                    hi=1e6, kind="schedule")
     tv_rgb: Any = setting(0.0, "Total variation of the rendered colour", lo=0, hi=1e6, kind="schedule")
     tv_depth: Any = setting(0.0, "Total variation of the rendered depth", lo=0, hi=1e6, kind="schedule")
+    orientation: Any = setting(0.0, "Volume renders: normals facing away from the camera, sum sg(w) max(0, n.d)^2 "
+                               "per covered pixel (DreamFusion)", lo=0, hi=1e6, kind="schedule")
+    normal_consistency: Any = setting(0.0, "Meshes: mean 1 - cos between the vertex normals of each edge's ends",
+                                      lo=0, hi=1e7, kind="schedule")
+    laplacian: Any = setting(0.0, "Meshes: mean squared distance of each vertex to its neighbours' mean", lo=0,
+                             hi=1e7, kind="schedule")
 
 
 @dataclass
 class OptimConfig:
-    optimizer: str = setting("adam", "Optimiser of the representation", choices=("adam", "adamw"))
+    optimizer: str = setting("adam", "Optimiser of the representation (adan: pytorch-optimizer's Adan)",
+                             choices=("adam", "adamw", "adan"))
     betas: list = setting([0.9, 0.99], "Adam betas", lo=0, hi=0.99999, kind="pair")
+    adan_beta1: float = setting(0.98, "Adan: decay of the gradient average", lo=0, hi=0.99999)
+    adan_beta2: float = setting(0.92, "Adan: decay of the gradient-difference average", lo=0, hi=0.99999)
+    adan_beta3: float = setting(0.99, "Adan: decay of the squared-gradient average", lo=0, hi=0.99999)
     eps: float = setting(1e-15, "Adam epsilon", lo=0, hi=1)
-    weight_decay: float = setting(0.0, "Weight decay (adamw)", lo=0, hi=1)
+    weight_decay: float = setting(0.0, "Weight decay (adamw, adan)", lo=0, hi=1)
+    lr_decay: str = setting("none", "Learning-rate decay over the stage: none, or cosine to lr_final_factor",
+                            choices=("none", "cosine"))
+    lr_final_factor: float = setting(1.0, "Cosine decay ends at this fraction of every initial learning rate",
+                                     lo=0, hi=1)
+    max_grad_norm: float = setting(0.0, "Clip the gradient norm of the representation to this (0 = off)", lo=0,
+                                   hi=1e6)
+
+
+@dataclass
+class AdversarialConfig:
+    """An adversarial term any stage can add (Real3D, METHODS.md §2.8): a PatchGAN discriminator trained on
+    images the prior samples ahead of time (cached), and weight * softplus(-D(render)) on the renders."""
+
+    weight: Any = setting(0.0, "Weight of the adversarial term (0 = off; Real3D: 0.01 against SDS 1)", lo=0,
+                          hi=1e6, kind="schedule")
+    bank_size: int = setting(1000, "Images sampled from the prior for the prompt before the run (cached)", lo=4,
+                             hi=100_000)
+    bank_steps: int = setting(50, "DDIM steps per bank image", lo=1, hi=1000)
+    bank_guidance_scale: float = setting(7.5, "Guidance scale of the bank's sampling", lo=0, hi=1000)
+    bank_batch: int = setting(8, "Bank images sampled per prior call", lo=1, hi=256)
+    resolution: int = setting(256, "Resolution of the discriminator's input (real and fake alike)", lo=16,
+                              hi=1024, unit="px")
+    lr: float = setting(2e-4, "Discriminator learning rate (Adam)", lo=0, hi=1)
+    betas: list = setting([0.5, 0.999], "Discriminator Adam betas", lo=0, hi=0.99999, kind="pair")
+    loss: str = setting("non_saturating", "GAN loss: non-saturating (softplus) or hinge",
+                        choices=("non_saturating", "hinge"))
+    r1_gamma: float = setting(0.0, "Lazy R1 penalty weight on real images (0 = off; 1 if D overfits the bank)",
+                              lo=0, hi=1000)
+    r1_every: int = setting(16, "Steps between lazy R1 penalties", lo=1, hi=10_000)
+    flip: bool = setting(True, "Mirror bank images at random")
 
 
 @dataclass
@@ -330,14 +372,18 @@ class StageConfig:
     representation: RepresentationConfig = field(
         default_factory=GaussiansConfig,
         metadata={"section": True, "family": "representation", "help": "What is optimised"})
-    renderer: str = setting("auto", "Renderer; auto picks the GPU kernel when available (announced, never silent)",
-                            choices=("auto", "torch", "gsplat"))
-    background: str = setting("white", "Background colour of the renders", choices=("white", "black", "gray"))
+    renderer: str = setting("auto", "Renderer; auto picks the GPU kernel when available (announced, never "
+                            "silent); dual renders DMTet's shared field both by volume and as a mesh (Real3D)",
+                            choices=("auto", "torch", "gsplat", "nvdiffrast", "dual"))
+    background: str = setting("white", "Background of the renders: a solid colour, or learned (a network of the "
+                              "view direction; NeRF and DMTet, priors that model backgrounds)",
+                              choices=("white", "black", "gray", "learned"))
     random_background_prob: float = setting(0.5, "Probability that a view gets a random solid background instead",
                                             lo=0, hi=1)
     camera: CameraConfig = section(CameraConfig, "Camera sampling")
     regularisers: RegularisersConfig = section(RegularisersConfig, "Regulariser weights")
     optim: OptimConfig = section(OptimConfig, "Optimiser")
+    adversarial: AdversarialConfig = section(AdversarialConfig, "Adversarial term (Real3D)")
 
 
 @dataclass
@@ -514,11 +560,40 @@ def validate(cfg: JobConfig) -> JobConfig:
             if g.densify_from > g.densify_until:
                 raise ConfigError(f"{p}representation.densify_from", "is after densify_until",
                                   f"at most {g.densify_until:g}")
-        if i > 0 and st.representation.name != cfg.stages[i - 1].representation.name:
-            # Conversions between representations arrive with create_from(); until one exists, say so.
-            raise ConfigError(f"{p}representation.name",
-                              f"cannot continue a {cfg.stages[i - 1].representation.name} stage", rep)
+        prev = cfg.stages[i - 1].representation.name if i > 0 else None
+        if prev is not None and prev != rep and (prev, rep) not in CONVERSIONS:
+            starts = [b for a, b in CONVERSIONS if a == prev]
+            raise ConfigError(f"{p}representation.name", f"a {rep} stage cannot continue a {prev} stage",
+                              ", ".join([prev, *starts]))
+        if prev == "nerf" and rep == "dmtet":
+            from backend.representations.dmtet import FIELD_SETTINGS
+
+            before = cfg.stages[i - 1].representation
+            for k in FIELD_SETTINGS:
+                if getattr(st.representation, k) != getattr(before, k):
+                    raise ConfigError(f"{p}representation.{k}", "the mesh keeps the NeRF stage's field, so this "
+                                      "must match it", repr(getattr(before, k)))
+        if st.renderer == "dual" and not (isinstance(st.representation, DMTetConfig)
+                                          and st.representation.geometry == "density"):
+            raise ConfigError(f"{p}renderer", "dual needs a dmtet representation with geometry=density",
+                              "auto, torch, nvdiffrast")
+        if st.background == "learned":
+            if rep not in ("nerf", "dmtet"):
+                raise ConfigError(f"{p}background", f"{rep} has no learned background", "white, black, gray")
+            if st.prior.name == "reference":
+                raise ConfigError(f"{p}background", "the reference prior composites its references over solid "
+                                  "colours", "white, black, gray")
+        uses_normals = isinstance(st.representation, NeRFConfig) and st.representation.normals != "none"
+        if not uses_normals and _nonzero(st.regularisers.orientation):
+            raise ConfigError(f"{p}regularisers.orientation", "needs a nerf or dmtet with normals", "0")
     return cfg
+
+
+def _nonzero(spec: Any) -> bool:
+    """Whether a number-or-schedule setting is ever non-zero."""
+    if isinstance(spec, int | float):
+        return spec != 0
+    return any(isinstance(x, int | float) and x != 0 for x in list(spec)[-3:-1])
 
 
 def _validate_fields(obj: Any, prefix: str) -> None:
