@@ -169,7 +169,7 @@ def magic3d_quick() -> JobConfig:
 
 
 def real3d_quick() -> JobConfig:
-    """Real3D on the reference prior: one field drawn by volume rendering (64 px) and as a DMTet mesh (128 px),
+    """Real3D on the reference prior: one field drawn by volume rendering (48 px) and as a DMTet mesh (96 px),
     the implicit-to-explicit schedule, SDS plus the adversarial term (bank of 64 prior samples), Adan with
     cosine decay, batch 2 with the second view 90 degrees from the first."""
     return JobConfig(
@@ -181,15 +181,15 @@ def real3d_quick() -> JobConfig:
             prior=ReferencePriorConfig(view_conditioning="prompt"),
             method=SDSConfig(guidance_scale=3.0, weighting="sds", t_min=0.02, t_max=[0.0, 0.98, 0.4, 0.8]),
             representation=DMTetConfig(**quick_field(radius=0.75, field_lr=5e-3), geometry="density",
-                                       tet_resolution=24, density_threshold=0.1, implicit_resolution=64,
+                                       tet_resolution=20, density_threshold=0.1, implicit_resolution=48,
                                        implicit_weight=[0.3, 1.0, 0.0, 0.8], deformation_lr=5e-3),
             renderer="dual",
             background="white",
             random_background_prob=0.0,  # the bank's images sit on white: real and fake must match
-            camera=CameraConfig(**{**vars(reference_cameras(views=2, resolution=128)), "view_azimuth_step": 90.0}),
+            camera=CameraConfig(**{**vars(reference_cameras(views=2, resolution=96)), "view_azimuth_step": 90.0}),
             regularisers=RegularisersConfig(opacity_sparsity=0.05, normal_consistency=0.1),
-            optim=OptimConfig(optimizer="adan", adan_beta1=0.98, adan_beta2=0.92, adan_beta3=0.99, eps=1e-8, weight_decay=2e-5,
-                              lr_decay="cosine", lr_final_factor=2e-4, max_grad_norm=5.0),
+            optim=OptimConfig(optimizer="adan", adan_beta1=0.98, adan_beta2=0.92, adan_beta3=0.99, eps=1e-8,
+                              weight_decay=2e-5, lr_decay="cosine", lr_final_factor=2e-4, max_grad_norm=5.0),
             adversarial=AdversarialConfig(weight=0.01, bank_size=64, bank_steps=20, bank_guidance_scale=3.0,
                                           bank_batch=16, resolution=64),
         )],

@@ -38,7 +38,7 @@ def test_marching_tets_on_a_sphere_gives_a_closed_outward_mesh_of_the_right_volu
     # Closed and consistently wound: every directed edge appears once, its reverse once.
     e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
     assert torch.unique(e, dim=0).shape[0] == e.shape[0]
-    und, counts = torch.unique(e.sort(1).values, dim=0, return_counts=True)
+    _, counts = torch.unique(e.sort(1).values, dim=0, return_counts=True)
     assert (counts == 2).all()
     vol = signed_volume(v, f)
     assert abs(vol - 4 / 3 * math.pi * r**3) < 0.03 * 4 / 3 * math.pi * r**3  # positive: normals face outwards
