@@ -51,6 +51,9 @@ class PriorConfig:
                                     unit="deg")
     overhead_threshold: float = setting(60.0, "Views above this elevation count as overhead", lo=0, hi=90,
                                         unit="deg")
+    view_embedding: str = setting("bucket", "bucket: one view prompt per view; interpolated: blend front/side or "
+                                  "side/back by azimuth (the positional embedding of LucidDreamer and Real3D)",
+                                  choices=("bucket", "interpolated"))
 
 
 @dataclass
