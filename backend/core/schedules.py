@@ -29,13 +29,14 @@ class Constant:
 
 
 @dataclass(frozen=True)
-class Linear:
-    """v0 up to step s0, v1 from step s1, linear in between."""
+class Ramp:
+    """v0 up to step s0, v1 from step s1, and in between a linear or half-cosine ramp (flat at both ends)."""
 
     s0: float
     v0: float
     v1: float
     s1: float
+    shape: str = "linear"
 
     def at(self, step: int) -> float:
         if step <= self.s0:
@@ -43,25 +44,9 @@ class Linear:
         if step >= self.s1:
             return self.v1
         r = (step - self.s0) / (self.s1 - self.s0)
+        if self.shape == "cosine":
+            r = 0.5 * (1.0 - math.cos(math.pi * r))
         return self.v0 + r * (self.v1 - self.v0)
-
-
-@dataclass(frozen=True)
-class Cosine:
-    """v0 up to step s0, v1 from step s1, half-cosine in between (flat at both ends)."""
-
-    s0: float
-    v0: float
-    v1: float
-    s1: float
-
-    def at(self, step: int) -> float:
-        if step <= self.s0:
-            return self.v0
-        if step >= self.s1:
-            return self.v1
-        r = (step - self.s0) / (self.s1 - self.s0)
-        return self.v1 + 0.5 * (self.v0 - self.v1) * (1.0 + math.cos(math.pi * r))
 
 
 def parse_schedule(spec: Any, total_steps: int) -> Schedule:
@@ -76,13 +61,9 @@ def parse_schedule(spec: Any, total_steps: int) -> Schedule:
         items = [0.0, *items]
     u0, v0, v1, u1 = (float(x) for x in items)
     last = max(total_steps - 1, 1)
-    s0, s1 = u0 * last, u1 * last
-    if kind == "cosine":
-        return Cosine(s0, v0, v1, s1)
-    if kind == "linear":
-        return Linear(s0, v0, v1, s1)
-    raise ValueError(f"unknown schedule kind {kind!r}")
-
+    if kind not in ("linear", "cosine"):
+        raise ValueError(f"unknown schedule kind {kind!r}")
+    return Ramp(u0 * last, v0, v1, u1 * last, kind)
 
 def log_linear(start: float, end: float, step: int, until: int) -> float:
     """exp((1-u) ln start + u ln end) with u = min(step / until, 1): the 3DGS position learning-rate decay."""
