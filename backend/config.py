@@ -232,8 +232,11 @@ class DMTetConfig(NeRFConfig):
                                   "vertices and 196 608 tets, about quartet's 64)", lo=4, hi=128)
     deformation_scale: float = setting(0.5, "Bound of the vertex deformation in cube edges (tanh-limited)", lo=0,
                                        hi=1)
-    density_threshold: float = setting(0.1, "geometry=density: the surface is density = this (Real3D's epsilon)",
-                                       lo=0, hi=1e4)
+    density_threshold: float = setting(0.1, "geometry=density: the surface is where the level equals this "
+                                       "(Real3D's epsilon)", lo=0, hi=1e4)
+    density_level: str = setting("density", "geometry=density: the level is the density, or the occupancy "
+                                 "1 - exp(-density * step) of one ray-marching step (METHODS.md's fallback when "
+                                 "a low density threshold inflates the surface)", choices=("density", "occupancy"))
     init_threshold: float = setting(0.0, "From a NeRF: density level of the initial surface (0 = auto: the mean "
                                     "density above 1e-5; threestudio uses 25, 10 is common)", lo=0, hi=1e4)
     init_radius: float = setting(0.5, "Without a NeRF to start from: radius of the initial sphere", lo=0.01, hi=10,

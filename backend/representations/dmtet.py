@@ -13,7 +13,8 @@ s = deformation_scale (0.5: at most half a cube edge, as threestudio's 1 / resol
 SDF (positive inside):
 - geometry = "sdf": a per-vertex parameter, from a sphere or from a NeRF (`create_from`);
 - geometry = "density": density(p) - density_threshold of the representation's own field, the one field that
-  Real3D renders both by volume rendering and as this mesh (the dual renderer).
+  Real3D renders both by volume rendering and as this mesh (the dual renderer); with density_level=occupancy
+  the level is 1 - exp(-density * step) of one ray-marching step instead (METHODS.md §2.8's fallback).
 
 Marching tetrahedra: a tet with 1 to 3 corners inside emits 1 or 2 triangles whose corners lie on its
 sign-changing edges at p = (p_b s_a - p_a s_b) / (s_a - s_b), differentiable w.r.t. the SDF and the positions.
@@ -183,7 +184,10 @@ class DMTet(NeRF):
 
     def vertex_sdf(self, p: Tensor) -> Tensor:
         if self.cfg.geometry == "density":
-            return self.field.density(p) - self.cfg.density_threshold
+            sigma = self.field.density(p)
+            if self.cfg.density_level == "occupancy":
+                return (1.0 - torch.exp(-sigma * self.step_size)) - self.cfg.density_threshold
+            return sigma - self.cfg.density_threshold
         return self.sdf
 
     def extract(self) -> tuple[Tensor, Tensor]:

@@ -117,3 +117,14 @@ def test_density_geometry_reads_the_shared_field():
     assert rep.implicit_weight == 0.0
     names = {g["name"] for g in rep.param_groups()}
     assert names == {"field", "background", "deformation"}
+
+
+def test_occupancy_level_puts_the_surface_deeper_than_a_low_density_level():
+    base = dict(**FIELD, geometry="density", tet_resolution=16, density_threshold=0.1)
+    low = DMTet(DMTetConfig(**base), generator=torch.Generator().manual_seed(0))
+    occ = DMTet(DMTetConfig(**base, density_level="occupancy"), generator=torch.Generator().manual_seed(0))
+    r_low = low.extract()[0].norm(dim=-1).mean()
+    r_occ = occ.extract()[0].norm(dim=-1).mean()
+    # occupancy 0.1 over one step means density = -ln(0.9) / step, far above 0.1
+    sigma = -math.log(0.9) / occ.step_size
+    assert sigma > 1.0 and r_occ < r_low
