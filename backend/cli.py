@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="machine-readable output")
 
     e = sub.add_parser("evaluate", help="score an asset against the reference prior")
-    e.add_argument("asset", type=Path, help="a 3DGS PLY file")
+    e.add_argument("asset", type=Path, help="a 3DGS PLY file, or a mesh PLY with vertex colours (asset.ply of a "
+                   "NeRF or DMTet job)")
     e.add_argument("--prompt", required=True, help="the prompt it was generated from")
     e.add_argument("--json", action="store_true", help='print {"psnr": .., "mask_iou": .., "view_accuracy": ..}')
 
@@ -149,7 +150,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    print(f"done in {time.perf_counter() - t0:.1f} s ({result['count']} Gaussians)")
+    if result.get("kind") == "mesh":
+        size = f"a mesh of {result['count']} vertices and {result['faces']} faces"
+    else:
+        size = f"{result['count']} Gaussians"
+    print(f"done in {time.perf_counter() - t0:.1f} s ({size})")
     for role, name in result["artifacts"].items():
         print(f"  {role:16s} {out / name}")
     if result["metrics"]:
@@ -197,7 +202,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from backend.io.ply import PLYError, read_gaussian_ply
+    from backend.io.ply import PLYError, read_gaussian_ply, read_ply
     from backend.priors.reference.evaluate import evaluate
     from backend.renderers.gaussians_torch import TorchGaussianRenderer
     from backend.representations.gaussians import Gaussians
@@ -205,16 +210,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.asset.is_file():
         raise UsageError(f"asset {str(args.asset)!r} does not exist")
     try:
-        arrays = read_gaussian_ply(args.asset)
+        elements = read_ply(args.asset)
+        mesh = _mesh_from_ply(elements) if "face" in elements else None
+        arrays = None if mesh is not None else read_gaussian_ply(args.asset)
     except PLYError as exc:
         raise UsageError(f"asset {str(args.asset)!r}: {exc}") from None
-    cloud = Gaussians.from_ply_arrays(arrays)
-    renderer = TorchGaussianRenderer()
+    if mesh is not None:
+        from backend.engine.outputs import mesh_render_fn
 
-    def render_fn(cams: Any, background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            out = renderer.render(cloud, cams, background)
-        return out.rgb, out.alpha
+        render_fn = mesh_render_fn(mesh)
+    else:
+        cloud = Gaussians.from_ply_arrays(arrays)
+        renderer = TorchGaussianRenderer()
+
+        def render_fn(cams: Any, background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.no_grad():
+                out = renderer.render(cloud, cams, background)
+            return out.rgb, out.alpha
 
     m = evaluate(render_fn, args.prompt)
     metrics = {"psnr": float(m["psnr"]), "mask_iou": float(m["mask_iou"]), "view_accuracy": float(m["view_accuracy"])}
@@ -224,6 +236,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{args.asset}: PSNR {metrics['psnr']:.2f} dB, mask IoU {metrics['mask_iou']:.3f}, "
               f"view accuracy {metrics['view_accuracy']:.3f} (against the reference prior, {args.prompt!r})")
     return EXIT_OK
+
+
+def _mesh_from_ply(elements: dict) -> Any:
+    """An ExportMesh from a mesh PLY's elements (vertex colours as uchar or float; grey without)."""
+    import numpy as np
+
+    from backend.io.mesh_export import ExportMesh
+    from backend.io.ply import PLYError
+
+    v = elements.get("vertex", {})
+    if not all(k in v for k in ("x", "y", "z")):
+        raise PLYError("the mesh has no x, y, z vertex properties")
+    verts = np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float32)
+    faces = next(iter(elements["face"].values()), np.zeros((0, 3), np.int64))
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise PLYError("only triangle meshes can be evaluated")
+    if faces.size and (faces.min() < 0 or faces.max() >= len(verts)):
+        raise PLYError("a face refers to a vertex that does not exist")
+    if all(k in v for k in ("red", "green", "blue")):
+        cols = np.stack([v["red"], v["green"], v["blue"]], axis=1).astype(np.float32)
+        cols = cols / 255.0 if v["red"].dtype == np.uint8 else cols
+    else:
+        cols = np.full((len(verts), 3), 0.5, np.float32)
+    return ExportMesh(verts, faces.astype(np.int64), cols)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -51,6 +51,9 @@ class PriorConfig:
                                     unit="deg")
     overhead_threshold: float = setting(60.0, "Views above this elevation count as overhead", lo=0, hi=90,
                                         unit="deg")
+    view_embedding: str = setting("bucket", "bucket: one view prompt per view; interpolated: blend front/side or "
+                                  "side/back by azimuth (the positional embedding of LucidDreamer and Real3D)",
+                                  choices=("bucket", "interpolated"))
 
 
 @dataclass
@@ -164,15 +167,109 @@ class GaussiansConfig(RepresentationConfig):
                                        hi=100_000)
 
 
+@dataclass
+class NeRFConfig(RepresentationConfig):
+    """A NeRF (METHODS.md §3.2): a multiresolution hash-grid field with density and albedo heads, rendered by
+    volume rendering with occupancy-grid skipping; exported as a mesh by marching cubes."""
+
+    name: str = "nerf"
+    radius: float = setting(2.0, "The field lives in the cube [-radius, radius]^3", lo=0.1, hi=100, unit="world")
+    grid_levels: int = setting(16, "Hash-grid levels", lo=1, hi=32)
+    grid_features: int = setting(2, "Features per hash-grid level", lo=1, hi=8)
+    grid_log2_table: int = setting(19, "log2 of the hash-table size of each level", lo=8, hi=24)
+    grid_base_resolution: int = setting(16, "Resolution of the coarsest level", lo=2, hi=1024)
+    grid_scale: float = setting(1.4472692, "Resolution growth from one level to the next", lo=1.01, hi=4)
+    grid_start_levels: int = setting(8, "Levels active at the start; the others are added one at a time", lo=1,
+                                     hi=32)
+    grid_grow_from: float = setting(0.2, "Fraction of the stage from which levels are added", lo=0, hi=1)
+    grid_grow_every: int = setting(500, "Steps between two added levels", lo=1, hi=100_000)
+    hidden: int = setting(64, "Hidden units of the density and albedo heads (one hidden layer each)", lo=8,
+                          hi=512)
+    blob_density: float = setting(10.0, "Density bias at the centre (blob): b(x) = d (1 - |x| / r)", lo=0, hi=100)
+    blob_radius: float = setting(0.5, "Radius r at which the blob bias crosses zero", lo=0.01, hi=10, unit="world")
+    samples_per_diagonal: int = setting(512, "Ray-marching steps along the cube's diagonal (step = sqrt(3) 2 "
+                                        "radius / this)", lo=16, hi=4096)
+    occupancy_resolution: int = setting(32, "Cells per axis of the occupancy grid that skips empty space", lo=4,
+                                        hi=256)
+    occupancy_every: int = setting(16, "Steps between occupancy-grid refreshes", lo=1, hi=10_000)
+    occupancy_decay: float = setting(0.95, "EMA decay of the occupancy grid's densities", lo=0, hi=1)
+    occupancy_threshold: float = setting(0.01, "A cell is occupied when sigma * step > min(mean, this)", lo=0,
+                                         hi=10)
+    alpha_threshold: float = setting(0.01, "Samples whose alpha is below this are skipped", lo=0, hi=0.5)
+    normals: str = setting("analytic", "Surface normals: analytic -grad(sigma) (double backward), finite "
+                           "differences, or none (no shading, no orientation loss)",
+                           choices=("analytic", "finite_difference", "none"))
+    normal_eps: float = setting(0.01, "Finite-difference step of the normals", lo=1e-5, hi=1, unit="world")
+    albedo_until: float = setting(0.2, "Albedo-only shading until this fraction of the stage", lo=0, hi=1)
+    albedo_prob: float = setting(0.25, "After that, probability of albedo shading (else diffuse or textureless, "
+                                 "50:50)", lo=0, hi=1)
+    ambient: float = setting(0.1, "Ambient light of diffuse and textureless shading", lo=0, hi=1)
+    light_distance: list = setting([0.8, 1.5], "Distance of the random point light along the jittered camera "
+                                   "direction", lo=0, hi=100, kind="pair", unit="world")
+    field_lr: float = setting(0.01, "Learning rate of the hash grid and the heads", lo=0, hi=1)
+    background_lr: float = setting(0.001, "Learning rate of the learned background (stage background=learned)",
+                                   lo=0, hi=1)
+    export_resolution: int = setting(256, "Marching-cubes grid of the final mesh", lo=16, hi=512)
+    snapshot_resolution: int = setting(64, "Marching-cubes grid of the streamed snapshots", lo=16, hi=512)
+    export_threshold: float = setting(25.0, "Density level of the exported surface (0 = auto: the mean density "
+                                      "above 1e-5)", lo=0, hi=1e4)
+    export_texture: str = setting("vertex", "Colours of the exported mesh: per vertex, or a UV texture baked with "
+                                  "xatlas", choices=("vertex", "uv"))
+    texture_size: int = setting(1024, "Side of the baked UV texture", lo=64, hi=4096, unit="px")
+
+
+@dataclass
+class DMTetConfig(NeRFConfig):
+    """A DMTet mesh (METHODS.md §3.3): SDF and bounded deformation on a tetrahedral grid, extracted by
+    differentiable marching tetrahedra and rasterised; colour from a hash-grid field (the NeRF settings).
+    geometry=sdf keeps its own SDF (initialised from a NeRF stage or a sphere); geometry=density takes the SDF
+    from the field's density minus `density_threshold` (Real3D's one field with two renderers)."""
+
+    name: str = "dmtet"
+    geometry: str = setting("sdf", "sdf: its own per-vertex SDF; density: density(v) - threshold of the shared "
+                            "field (Real3D)", choices=("sdf", "density"))
+    tet_resolution: int = setting(32, "Cubes per axis of the tetrahedral grid (6 tets per cube: 32 gives 35 937 "
+                                  "vertices and 196 608 tets, about quartet's 64)", lo=4, hi=128)
+    deformation_scale: float = setting(0.5, "Bound of the vertex deformation in cube edges (tanh-limited)", lo=0,
+                                       hi=1)
+    density_threshold: float = setting(0.1, "geometry=density: the surface is where the level equals this "
+                                       "(Real3D's epsilon)", lo=0, hi=1e4)
+    density_level: str = setting("density", "geometry=density: the level is the density, or the occupancy "
+                                 "1 - exp(-density * step) of one ray-marching step (METHODS.md's fallback when "
+                                 "a low density threshold inflates the surface)", choices=("density", "occupancy"))
+    init_threshold: float = setting(0.0, "From a NeRF: density level of the initial surface (0 = auto: the mean "
+                                    "density above 1e-5; threestudio uses 25, 10 is common)", lo=0, hi=1e4)
+    init_radius: float = setting(0.5, "Without a NeRF to start from: radius of the initial sphere", lo=0.01, hi=10,
+                                 unit="world")
+    box_margin: float = setting(0.1, "From a NeRF: the grid covers the tight bounds grown by this fraction", lo=0,
+                                hi=1)
+    sdf_lr: float = setting(1e-3, "Learning rate of the per-vertex SDF (geometry=sdf)", lo=0, hi=1)
+    deformation_lr: float = setting(1e-3, "Learning rate of the per-vertex deformation", lo=0, hi=1)
+    implicit_weight: Any = setting([0.3, 1.0, 0.0, 0.8], "Dual renderer: weight of the volume-rendered views "
+                                   "(number or schedule; 0 renders every view as a mesh)", lo=0, hi=1,
+                                   kind="schedule")
+    implicit_resolution: int = setting(128, "Dual renderer: resolution of the volume-rendered views (upsampled to "
+                                       "the camera resolution)", lo=16, hi=1024, unit="px")
+    normals: str = setting("analytic", "Field normals for volume-rendered views: analytic, finite differences, or "
+                           "none", choices=("analytic", "finite_difference", "none"))
+
+
 REPRESENTATION_CONFIGS: dict[str, type[RepresentationConfig]] = {
     "gaussians": GaussiansConfig,
+    "nerf": NeRFConfig,
+    "dmtet": DMTetConfig,
 }
 
 # Which renderers can draw which representation; "auto" picks the first available, announced in the first
 # status event.
 RENDERERS: dict[str, tuple[str, ...]] = {
     "gaussians": ("torch", "gsplat"),
+    "nerf": ("torch",),
+    "dmtet": ("torch", "nvdiffrast", "dual"),
 }
+
+# Representation changes between stages that `create_from` supports: (previous, next).
+CONVERSIONS: tuple[tuple[str, str], ...] = (("nerf", "dmtet"),)
 
 
 # ---------------------------------------------------------------------------------------------- stage parts
@@ -203,6 +300,8 @@ class CameraConfig:
     position_jitter: float = setting(0.0, "Uniform camera-position perturbation (+-, each axis)", lo=0, hi=1,
                                      unit="world")
     center_jitter: float = setting(0.0, "Std-dev of the look-at point perturbation", lo=0, hi=1, unit="world")
+    view_azimuth_step: float = setting(0.0, "When > 0, view i of a step sits this far in azimuth from view 0 "
+                                       "(Real3D: 90) instead of being stratified", lo=0, hi=180, unit="deg")
 
 
 @dataclass
@@ -216,14 +315,54 @@ class RegularisersConfig:
                                    hi=1e6, kind="schedule")
     tv_rgb: Any = setting(0.0, "Total variation of the rendered colour", lo=0, hi=1e6, kind="schedule")
     tv_depth: Any = setting(0.0, "Total variation of the rendered depth", lo=0, hi=1e6, kind="schedule")
+    orientation: Any = setting(0.0, "Volume renders: normals facing away from the camera, sum sg(w) max(0, n.d)^2 "
+                               "per covered pixel (DreamFusion)", lo=0, hi=1e6, kind="schedule")
+    normal_consistency: Any = setting(0.0, "Meshes: mean 1 - cos between the vertex normals of each edge's ends",
+                                      lo=0, hi=1e7, kind="schedule")
+    laplacian: Any = setting(0.0, "Meshes: mean squared distance of each vertex to its neighbours' mean", lo=0,
+                             hi=1e7, kind="schedule")
 
 
 @dataclass
 class OptimConfig:
-    optimizer: str = setting("adam", "Optimiser of the representation", choices=("adam", "adamw"))
+    optimizer: str = setting("adam", "Optimiser of the representation (adan: pytorch-optimizer's Adan)",
+                             choices=("adam", "adamw", "adan"))
     betas: list = setting([0.9, 0.99], "Adam betas", lo=0, hi=0.99999, kind="pair")
+    adan_beta1: float = setting(0.98, "Adan: decay of the gradient average", lo=0, hi=0.99999)
+    adan_beta2: float = setting(0.92, "Adan: decay of the gradient-difference average", lo=0, hi=0.99999)
+    adan_beta3: float = setting(0.99, "Adan: decay of the squared-gradient average", lo=0, hi=0.99999)
     eps: float = setting(1e-15, "Adam epsilon", lo=0, hi=1)
-    weight_decay: float = setting(0.0, "Weight decay (adamw)", lo=0, hi=1)
+    weight_decay: float = setting(0.0, "Weight decay (adamw, adan)", lo=0, hi=1)
+    lr_decay: str = setting("none", "Learning-rate decay over the stage: none, or cosine to lr_final_factor",
+                            choices=("none", "cosine"))
+    lr_final_factor: float = setting(1.0, "Cosine decay ends at this fraction of every initial learning rate",
+                                     lo=0, hi=1)
+    max_grad_norm: float = setting(0.0, "Clip the gradient norm of the representation to this (0 = off)", lo=0,
+                                   hi=1e6)
+
+
+@dataclass
+class AdversarialConfig:
+    """An adversarial term any stage can add (Real3D, METHODS.md §2.8): a PatchGAN discriminator trained on
+    images the prior samples ahead of time (cached), and weight * softplus(-D(render)) on the renders."""
+
+    weight: Any = setting(0.0, "Weight of the adversarial term (0 = off; Real3D: 0.01 against SDS 1)", lo=0,
+                          hi=1e6, kind="schedule")
+    bank_size: int = setting(1000, "Images sampled from the prior for the prompt before the run (cached)", lo=4,
+                             hi=100_000)
+    bank_steps: int = setting(50, "DDIM steps per bank image", lo=1, hi=1000)
+    bank_guidance_scale: float = setting(7.5, "Guidance scale of the bank's sampling", lo=0, hi=1000)
+    bank_batch: int = setting(8, "Bank images sampled per prior call", lo=1, hi=256)
+    resolution: int = setting(256, "Resolution of the discriminator's input (real and fake alike)", lo=16,
+                              hi=1024, unit="px")
+    lr: float = setting(2e-4, "Discriminator learning rate (Adam)", lo=0, hi=1)
+    betas: list = setting([0.5, 0.999], "Discriminator Adam betas", lo=0, hi=0.99999, kind="pair")
+    loss: str = setting("non_saturating", "GAN loss: non-saturating (softplus) or hinge",
+                        choices=("non_saturating", "hinge"))
+    r1_gamma: float = setting(0.0, "Lazy R1 penalty weight on real images (0 = off; 1 if D overfits the bank)",
+                              lo=0, hi=1000)
+    r1_every: int = setting(16, "Steps between lazy R1 penalties", lo=1, hi=10_000)
+    flip: bool = setting(True, "Mirror bank images at random")
 
 
 @dataclass
@@ -239,14 +378,18 @@ class StageConfig:
     representation: RepresentationConfig = field(
         default_factory=GaussiansConfig,
         metadata={"section": True, "family": "representation", "help": "What is optimised"})
-    renderer: str = setting("auto", "Renderer; auto picks the GPU kernel when available (announced, never silent)",
-                            choices=("auto", "torch", "gsplat"))
-    background: str = setting("white", "Background colour of the renders", choices=("white", "black", "gray"))
+    renderer: str = setting("auto", "Renderer; auto picks the GPU kernel when available (announced, never "
+                            "silent); dual renders DMTet's shared field both by volume and as a mesh (Real3D)",
+                            choices=("auto", "torch", "gsplat", "nvdiffrast", "dual"))
+    background: str = setting("white", "Background of the renders: a solid colour, or learned (a network of the "
+                              "view direction; NeRF and DMTet, priors that model backgrounds)",
+                              choices=("white", "black", "gray", "learned"))
     random_background_prob: float = setting(0.5, "Probability that a view gets a random solid background instead",
                                             lo=0, hi=1)
     camera: CameraConfig = section(CameraConfig, "Camera sampling")
     regularisers: RegularisersConfig = section(RegularisersConfig, "Regulariser weights")
     optim: OptimConfig = section(OptimConfig, "Optimiser")
+    adversarial: AdversarialConfig = section(AdversarialConfig, "Adversarial term (Real3D)")
 
 
 @dataclass
@@ -423,11 +566,40 @@ def validate(cfg: JobConfig) -> JobConfig:
             if g.densify_from > g.densify_until:
                 raise ConfigError(f"{p}representation.densify_from", "is after densify_until",
                                   f"at most {g.densify_until:g}")
-        if i > 0 and st.representation.name != cfg.stages[i - 1].representation.name:
-            # Conversions between representations arrive with create_from(); until one exists, say so.
-            raise ConfigError(f"{p}representation.name",
-                              f"cannot continue a {cfg.stages[i - 1].representation.name} stage", rep)
+        prev = cfg.stages[i - 1].representation.name if i > 0 else None
+        if prev is not None and prev != rep and (prev, rep) not in CONVERSIONS:
+            starts = [b for a, b in CONVERSIONS if a == prev]
+            raise ConfigError(f"{p}representation.name", f"a {rep} stage cannot continue a {prev} stage",
+                              ", ".join([prev, *starts]))
+        if prev == "nerf" and rep == "dmtet":
+            from backend.representations.dmtet import FIELD_SETTINGS
+
+            before = cfg.stages[i - 1].representation
+            for k in FIELD_SETTINGS:
+                if getattr(st.representation, k) != getattr(before, k):
+                    raise ConfigError(f"{p}representation.{k}", "the mesh keeps the NeRF stage's field, so this "
+                                      "must match it", repr(getattr(before, k)))
+        if st.renderer == "dual" and not (isinstance(st.representation, DMTetConfig)
+                                          and st.representation.geometry == "density"):
+            raise ConfigError(f"{p}renderer", "dual needs a dmtet representation with geometry=density",
+                              "auto, torch, nvdiffrast")
+        if st.background == "learned":
+            if rep not in ("nerf", "dmtet"):
+                raise ConfigError(f"{p}background", f"{rep} has no learned background", "white, black, gray")
+            if st.prior.name == "reference":
+                raise ConfigError(f"{p}background", "the reference prior composites its references over solid "
+                                  "colours", "white, black, gray")
+        uses_normals = isinstance(st.representation, NeRFConfig) and st.representation.normals != "none"
+        if not uses_normals and _nonzero(st.regularisers.orientation):
+            raise ConfigError(f"{p}regularisers.orientation", "needs a nerf or dmtet with normals", "0")
     return cfg
+
+
+def _nonzero(spec: Any) -> bool:
+    """Whether a number-or-schedule setting is ever non-zero."""
+    if isinstance(spec, int | float):
+        return spec != 0
+    return any(isinstance(x, int | float) and x != 0 for x in list(spec)[-3:-1])
 
 
 def _validate_fields(obj: Any, prefix: str) -> None:

@@ -19,12 +19,18 @@ METHODS: dict[str, str] = {
 
 REPRESENTATIONS: dict[str, str] = {
     "gaussians": "backend.representations.gaussians:Gaussians",
+    "nerf": "backend.representations.nerf:NeRF",
+    "dmtet": "backend.representations.dmtet:DMTet",
 }
 
 # (representation, renderer) -> implementation. The first entry per representation is the CPU twin.
 RENDERERS: dict[tuple[str, str], str] = {
     ("gaussians", "torch"): "backend.renderers.gaussians_torch:TorchGaussianRenderer",
     ("gaussians", "gsplat"): "backend.renderers.gaussians_gsplat:GsplatGaussianRenderer",
+    ("nerf", "torch"): "backend.renderers.volume_torch:VolumeRenderer",
+    ("dmtet", "torch"): "backend.renderers.mesh_torch:MeshRenderer",
+    ("dmtet", "nvdiffrast"): "backend.renderers.mesh_nvdiffrast:NvdiffrastMeshRenderer",
+    ("dmtet", "dual"): "backend.renderers.dual:DualRenderer",
 }
 
 

@@ -209,6 +209,38 @@ def opencv_to_blender_cam_to_world(cam_to_world: Tensor) -> Tensor:
     return cam_to_world @ _BLENDER_TO_OPENCV_AXES.to(cam_to_world)
 
 
+def opencv_to_clip(cams: Cameras, near: float = 0.01, far: float = 100.0) -> Tensor:
+    """[C, 4, 4] world -> OpenGL clip space for rasterisers that take clip coordinates (nvdiffrast).
+
+    clip = P @ world_to_cam @ [x, y, z, 1] with, for OpenCV camera coordinates (x right, y down, z forward),
+        x_c = (2 fx / W) x + (2 cx / W - 1) z,   y_c = (2 fy / H) y + (2 cy / H - 1) z,
+        z_c = ((f + n) z - 2 f n) / (f - n),      w_c = z,
+    so NDC x = 2 u / W - 1 and y = 2 v / H - 1 for the pixel coordinates (u, v) of `K`, and depth -1 at the near
+    plane, +1 at the far one. nvdiffrast's image row 0 is NDC y = -1, which is therefore pixel row 0 (the
+    top), as everywhere in this project: no image flip is needed.
+    """
+    C = len(cams)
+    K = cams.K
+    P = torch.zeros(C, 4, 4, dtype=K.dtype, device=K.device)
+    P[:, 0, 0] = 2 * K[:, 0, 0] / cams.width
+    P[:, 0, 2] = 2 * K[:, 0, 2] / cams.width - 1
+    P[:, 1, 1] = 2 * K[:, 1, 1] / cams.height
+    P[:, 1, 2] = 2 * K[:, 1, 2] / cams.height - 1
+    P[:, 2, 2] = (far + near) / (far - near)
+    P[:, 2, 3] = -2 * far * near / (far - near)
+    P[:, 3, 2] = 1.0
+    return P @ cams.world_to_cam.to(K.dtype)
+
+
+def clip_to_pixels(clip: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
+    """Pixel coordinates (u, v) [...] and camera depth z [...] of clip-space points [..., 4] (the inverse map
+    of `opencv_to_clip` for points in front of the camera)."""
+    w = clip[..., 3]
+    u = (clip[..., 0] / w + 1) * width / 2
+    v = (clip[..., 1] / w + 1) * height / 2
+    return torch.stack([u, v], dim=-1), w
+
+
 def angles_from_position(position: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(elevation, azimuth, distance) [C] of camera centres [C, 3] relative to the origin (inverse of
     `orbit_position`)."""
@@ -262,7 +294,9 @@ class OrbitSampler:
         else:
             el = torch.where(torch.rand(n, generator=self.gen) < 0.5, el_angle, el_sphere)
         a_lo, a_hi = c.azimuth_range
-        if c.stratified_azimuth:
+        if getattr(c, "view_azimuth_step", 0.0) > 0:  # views at fixed offsets from a random first one (Real3D)
+            az = self._uniform(1, a_lo, a_hi) + torch.arange(n) * c.view_azimuth_step
+        elif c.stratified_azimuth:
             az = (torch.rand(n, generator=self.gen) + torch.arange(n)) / n * (a_hi - a_lo) + a_lo
         else:
             az = self._uniform(n, a_lo, a_hi)

@@ -184,11 +184,18 @@ def _build_stage(cfg: JobConfig, index: int, sc: StageConfig, offset: int, devic
         priors[key].prepare(cfg.prompt, cfg.negative_prompt)
     prior = TimedPrior(priors[key], timings)
     method = registry.resolve(registry.METHODS, sc.method.name)(sc.method, prior, sc.steps, noise_gen)
+    if _nonzero_weight(sc.adversarial.weight):
+        from backend.methods.adversarial import WithAdversarial
+
+        method = WithAdversarial(method, sc.adversarial, prior, cfg, sc, noise_gen)
     rep_name = sc.representation.name
-    if rep is None or (ckpt_state is not None):
-        rep = registry.resolve(registry.REPRESENTATIONS, rep_name)(sc.representation, device, generator=init_gen)
-        if ckpt_state is not None:
-            rep.load_state_dict_full(ckpt_state["rep"])
+    rep_cls = registry.resolve(registry.REPRESENTATIONS, rep_name)
+    if ckpt_state is not None:
+        rep = _restored_representation(rep_cls, sc, device, init_gen, ckpt_state["rep"])
+    elif rep is None:
+        rep = rep_cls(sc.representation, device, generator=init_gen)
+    elif type(rep) is not rep_cls:  # a conversion validate() allowed: NeRF -> DMTet
+        rep = rep_cls.create_from(rep, sc.representation, device, generator=init_gen)
     else:
         rep.cfg = sc.representation  # same kind carried over; the new stage's settings apply
     renderer_name, note = choose_renderer(rep_name, sc.renderer, device)
@@ -196,6 +203,19 @@ def _build_stage(cfg: JobConfig, index: int, sc: StageConfig, offset: int, devic
     optimizer = build_optimizer(rep.param_groups() + method.parameters(), sc.optim)
     return Stage(index, sc, offset, prior, method, renderer, note, rep, optimizer,
                  OrbitSampler(sc.camera, cam_gen), Regularisers(sc.regularisers, sc.steps), device)
+
+
+def _nonzero_weight(spec: Any) -> bool:
+    if isinstance(spec, int | float):
+        return spec > 0
+    return any(isinstance(x, int | float) and x > 0 for x in list(spec)[-3:-1])
+
+
+def _restored_representation(rep_cls: Any, sc: StageConfig, device: torch.device, init_gen: torch.Generator,
+                             state: dict) -> Any:
+    rep = rep_cls(sc.representation, device, generator=init_gen)
+    rep.load_state_dict_full(state)
+    return rep
 
 
 def _restore(stage: Stage, state: dict, cam_gen: torch.Generator, noise_gen: torch.Generator) -> None:
@@ -227,7 +247,9 @@ def _run_stage(cfg: JobConfig, st: Stage, start: int, out_dir: Path, emit: Emit,
     while step < steps:
         gstep = st.offset + step
         t0 = timings.mark(dev)
-        set_learning_rates(st.optimizer, rep, step, steps, st.lr_scale)
+        set_learning_rates(st.optimizer, rep, step, steps, st.lr_scale, sc.optim)
+        if hasattr(rep, "begin_step"):  # per-step state of the representation (grid growth, shading draws)
+            rep.begin_step(step, steps)
         cams = st.sampler.sample(step, steps).to(dev)
         bg = sample_backgrounds(sc, len(cams), cam_gen).to(dev)
         out = st.renderer.render(rep, cams, bg)
@@ -245,6 +267,8 @@ def _run_stage(cfg: JobConfig, st: Stage, start: int, out_dir: Path, emit: Emit,
             total.backward()
             t3 = timings.mark(dev)
             rep.after_backward(step, steps, out, [st.optimizer])
+            if sc.optim.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(list(rep.parameters()), sc.optim.max_grad_norm)
             st.optimizer.step()
             st.optimizer.zero_grad(set_to_none=True)
             t4 = timings.mark(dev)

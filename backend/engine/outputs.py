@@ -1,11 +1,14 @@
 """What a job writes: previews and snapshots along the way, and the final asset.
 
 Final artifacts (names are fixed; the server serves only these and the numbered intermediates):
-    asset.ply        the Gaussians in the standard 3DGS layout
+    asset.ply        Gaussians: the standard 3DGS layout; meshes (NeRF, DMTet): binary PLY with positions,
+                     normals, uchar vertex colours and faces
+    asset.glb        meshes only: the same mesh as glTF binary (vertex colours or a baked UV texture)
     preview.png      a grid of views
     turntable.png    a contact sheet of the turntable frames
     turntable.gif    the turntable, looping
     result.json      config, seed, timings, counts, evaluation
+The layout follows the representation's `kind` ("gaussians" or "mesh"), never its class.
 Intermediates `preview-<step>.png` and `snapshot-<step>.ply` keep only the newest few (clients apply the newest
 one anyway); final artifacts are never deleted here.
 """
@@ -25,6 +28,7 @@ from backend.config import JobConfig, to_dict
 from backend.core.cameras import Cameras
 from backend.io import images
 from backend.io.ply import write_gaussian_ply
+from backend.priors.reference.render import composite
 from backend.protocol import make_event
 
 if TYPE_CHECKING:
@@ -63,16 +67,56 @@ def write_preview(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id
     emit(make_event("preview", job_id, artifact=name, step=step))
 
 
+def write_asset_ply(kind: str, path: Path, arrays: dict) -> None:
+    """Write snapshot arrays in the PLY layout of the representation's kind."""
+    if kind == "mesh":
+        from backend.io.mesh_export import write_mesh_ply
+
+        write_mesh_ply(path, arrays)
+    elif kind == "gaussians":
+        write_gaussian_ply(path, arrays)
+    else:
+        raise ValueError(f"unknown representation kind {kind!r}")
+
+
 def write_snapshot(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: str, step: int) -> None:
     arrays = stage.rep.snapshot(cfg.output.snapshot_max_points)
     name = f"snapshot-{step:06d}.ply"
-    write_gaussian_ply(out_dir / name, arrays)
+    kind = stage.rep.kind
+    write_asset_ply(kind, out_dir / name, arrays)
     _prune_old(out_dir, "snapshot", ".ply")
-    emit(make_event("snapshot", job_id, artifact=name, kind="gaussians", count=len(arrays["x"]), step=step))
+    extra = {"faces": len(arrays["faces"])} if kind == "mesh" else {}
+    emit(make_event("snapshot", job_id, artifact=name, kind=kind, count=len(arrays["x"]), step=step, **extra))
 
 
-def evaluate_against_reference(stage: Stage, prompt: str) -> dict[str, float] | None:
-    """PSNR / mask IoU / view accuracy against the reference prior, or None if it does not know the prompt."""
+def mesh_render_fn(mesh: Any) -> Any:
+    """render_fn(cams, background) -> (rgb, alpha) of an exported mesh with its vertex colours, unlit (the
+    colours are what the field learnt to show), 2x supersampled like the references."""
+    from backend.renderers.mesh_torch import interpolate, rasterize
+
+    v = torch.from_numpy(mesh.vertices).float()
+    f = torch.from_numpy(mesh.faces).long()
+    c = torch.from_numpy(mesh.colours).float()
+
+    def render(cams: Cameras, background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        C, H, W = len(cams), cams.height, cams.width
+        if f.shape[0] == 0:
+            return background[:, None, None, :].expand(C, H, W, 3).clone(), torch.zeros(C, H, W, 1)
+        hi = cams.to("cpu").resized(W * 2, H * 2)
+        with torch.no_grad():
+            rast = rasterize(v, f, hi)
+            col = interpolate(c, rast, f)
+        cover = rast.mask[..., None].float()
+        rgba = torch.cat([col * cover, cover], dim=-1).permute(0, 3, 1, 2)
+        rgba = torch.nn.functional.avg_pool2d(rgba, 2).permute(0, 2, 3, 1)
+        return composite(rgba[..., :3], rgba[..., 3:], background.float()), rgba[..., 3:]
+
+    return render
+
+
+def evaluate_against_reference(stage: Stage, prompt: str, mesh: Any = None) -> dict[str, float] | None:
+    """PSNR / mask IoU / view accuracy against the reference prior, or None if it does not know the prompt.
+    With `mesh` (an exported mesh) the asset itself is evaluated, not the representation's own renders."""
     from backend.priors.reference.evaluate import evaluate
     from backend.priors.reference.prompts import UnknownPromptError
 
@@ -80,6 +124,9 @@ def evaluate_against_reference(stage: Stage, prompt: str) -> dict[str, float] | 
         with torch.no_grad():
             out = stage.renderer.render(stage.rep, cams.to(stage.device), background.to(stage.device))
         return out.rgb.cpu(), out.alpha.cpu()
+
+    if mesh is not None:
+        render_fn = mesh_render_fn(mesh)
 
     try:
         metrics = evaluate(render_fn, prompt)
@@ -90,10 +137,21 @@ def evaluate_against_reference(stage: Stage, prompt: str) -> dict[str, float] | 
 
 def write_final(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: str, seconds: float,
                 timings: Timings) -> dict[str, Any]:
-    arrays = stage.rep.snapshot(None)
-    write_gaussian_ply(out_dir / "asset.ply", arrays)
+    kind = stage.rep.kind
+    mesh = None
+    if kind == "mesh":
+        from backend.io.mesh_export import mesh_ply_arrays, write_glb
+
+        mesh = stage.rep.export_mesh()
+        arrays = mesh_ply_arrays(mesh)
+        write_glb(out_dir / "asset.glb", mesh)
+    else:
+        arrays = stage.rep.snapshot(None)
+    write_asset_ply(kind, out_dir / "asset.ply", arrays)
     images.save_png(out_dir / "preview.png", preview_image(cfg, stage))
     artifacts = {"asset": "asset.ply", "preview": "preview.png"}
+    if mesh is not None:
+        artifacts["asset_glb"] = "asset.glb"
     oc = cfg.output
     if oc.turntable_frames:
         cams = stage.sampler.ring(oc.turntable_frames, PREVIEW_ELEVATION, oc.preview_resolution)
@@ -101,12 +159,13 @@ def write_final(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: 
         images.save_png(out_dir / "turntable.png", images.grid(frames, cols=min(8, oc.turntable_frames)))
         images.save_gif(out_dir / "turntable.gif", frames)
         artifacts |= {"turntable": "turntable.gif", "turntable_sheet": "turntable.png"}
-    metrics = evaluate_against_reference(stage, cfg.prompt) if oc.evaluate else None
+    metrics = evaluate_against_reference(stage, cfg.prompt, mesh) if oc.evaluate else None
     per_step = timings.medians(skip=min(5, len(timings.history) // 10))
     result = {
         "prompt": cfg.prompt, "seed": cfg.seed, "preset": cfg.preset, "job_id": job_id,
         "artifacts": {**artifacts, "result": "result.json"},
-        "count": len(arrays["x"]), "steps": cfg.total_steps, "seconds": round(seconds, 2),
+        "kind": kind, "count": len(arrays["x"]), "faces": len(arrays["faces"]) if kind == "mesh" else None,
+        "steps": cfg.total_steps, "seconds": round(seconds, 2),
         "median_seconds_per_step": {k: round(v, 5) for k, v in per_step.items()},
         "renderer": stage.renderer.name, "device": str(stage.device), "metrics": metrics,
         "versions": {"distillery": __version__, "torch": torch.__version__, "python": platform.python_version()},

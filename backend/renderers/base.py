@@ -64,5 +64,6 @@ class Renderer(Protocol):
     name: str
 
     def render(self, rep: object, cams: Cameras, background: Tensor) -> RenderOutput:
-        """Render `rep` from every camera over a solid `background` [C, 3] in [0, 1]."""
+        """Render `rep` from every camera over a solid `background` [C, 3] in [0, 1]. A row of NaNs asks for the
+        representation's learned background instead (NeRF and DMTet; config.validate allows it only there)."""
         ...

@@ -24,19 +24,37 @@ How it works, all vectorised (no Python loop over triangles or pixels):
 Gradients: the rasterisation itself (which face covers which pixel) is discrete and runs under no_grad. The
 barycentrics and depth of the selected face are then recomputed from the vertex positions with autograd on,
 so `interpolate` is differentiable w.r.t. the attributes and, inside triangles, w.r.t. vertex positions.
-Silhouette/edge gradients (antialiasing in the style of nvdiffrast's `antialias`, or soft rasterisation)
-are not implemented yet: a later issue.
+
+Edges: `antialias(image, rast, verts, faces, cams)` is an analytic antialiasing step in the manner of
+nvdiffrast's. For every pair of horizontally or vertically adjacent pixels showing different faces, the face
+of the nearer pixel ("front") is checked for a silhouette edge (an edge of one face only, or between a face
+turned towards the camera and one turned away) that crosses the segment between the two pixel centres. With
+the crossing at fraction s of the way from the front centre to the other one (rows of pixel pairs handle
+steep edges, columns flat ones, so each edge counts once), the front surface covers
+s - 1/2 of the other pixel when s > 1/2 (that pixel moves towards the front colour by s - 1/2), or leaves
+1/2 - s of its own pixel uncovered when s < 1/2 (it moves towards the other colour by 1/2 - s). s is a
+differentiable function of the projected edge, so the image now has gradients w.r.t. the vertex positions
+at silhouettes: alpha summed over an image equals the projected area of an isolated triangle up to the
+pixel grid, and its gradient is that area's gradient.
+
+`MeshRenderer` draws a `kind == "mesh"` representation that can `extract()` a triangle mesh (DMTet): albedo
+from the representation's field at each covered pixel's surface point, optional diffuse/textureless shading,
+background, antialiasing; plus the mesh regularisers (normal consistency, Laplacian) in `aux`.
+`renderers/mesh_nvdiffrast.py` subclasses it with nvdiffrast's rasterize/interpolate/antialias.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from backend.core.cameras import Cameras
+from backend.core.outputs import RenderOutput
 
 _EMPTY = torch.iinfo(torch.int64).max
 
@@ -210,3 +228,204 @@ def interpolate(attr: Tensor, rast: Rasterization, faces: Tensor) -> Tensor:
     vals = torch.einsum("nk,nkd->nd", rast.pixel_bary.to(attr.dtype), corner)
     out = attr.new_zeros(C * H * W, attr.shape[1]).index_copy(0, rast.pixels, vals)
     return out.view(C, H, W, attr.shape[1])
+
+
+# ---------------------------------------------------------------------------------------------- antialiasing
+
+
+def edge_topology(faces: Tensor) -> tuple[Tensor, Tensor]:
+    """Unique undirected edges [E, 2] of a triangle mesh and each face's edges [F, 3] (edge k of a face joins
+    its corners k + 1 and k + 2)."""
+    pairs = torch.stack([faces[:, [1, 2]], faces[:, [2, 0]], faces[:, [0, 1]]], dim=1)  # [F, 3, 2]
+    pairs = pairs.sort(-1).values.reshape(-1, 2)
+    edges, inverse = torch.unique(pairs, dim=0, return_inverse=True)
+    return edges, inverse.view(-1, 3)
+
+
+def _silhouettes(vc: Tensor, faces: Tensor, face_edges: Tensor, n_edges: int) -> Tensor:
+    """[C, E] bool: edges that bound the visible surface in each view (boundary edges, or edges between a face
+    turned towards the camera and one turned away)."""
+    P = vc[:, faces]  # [C, F, 3, 3]
+    det = (P[..., 0, :] * _cross(P[..., 1, :], P[..., 2, :])).sum(-1)  # [C, F]
+    front = (det < 0).to(torch.int64)
+    C = vc.shape[0]
+    ids = face_edges.reshape(-1).expand(C, -1)  # [C, 3F]
+    total = torch.zeros(C, n_edges, dtype=torch.int64, device=vc.device).scatter_add_(
+        1, ids, torch.ones_like(ids))
+    fronts = torch.zeros_like(total).scatter_add_(1, ids, front.repeat_interleave(3, dim=1))
+    return (total == 1) | ((fronts > 0) & (fronts < total))
+
+
+def antialias(image: Tensor, rast: Rasterization, verts: Tensor, faces: Tensor, cams: Cameras) -> Tensor:
+    """Analytic antialiasing of a rendered image [C, H, W, D] (see the module docstring); differentiable w.r.t.
+    the image and the vertex positions [V, 3]. Composite over the background first (and carry alpha as a
+    channel) so that silhouettes blend with what lies behind them."""
+    C, H, W, D = image.shape
+    assert rast.face_id.shape == (C, H, W), f"image {tuple(image.shape)} vs raster {tuple(rast.face_id.shape)}"
+    if faces.shape[0] == 0:
+        return image
+    vc = _to_camera(verts, cams)  # [C, V, 3]
+    K = cams.K.to(vc.dtype)
+    z = vc[..., 2].clamp_min(1e-6)
+    u = K[:, 0, 0, None] * vc[..., 0] / z + K[:, 0, 2, None]  # [C, V] pixel coordinates (centres at +0.5)
+    v = K[:, 1, 1, None] * vc[..., 1] / z + K[:, 1, 2, None]
+    edges, face_edges = edge_topology(faces)
+    sil = _silhouettes(vc.detach(), faces, face_edges, edges.shape[0])  # [C, E]
+    flat = image.reshape(C * H * W, D)
+    fid = rast.face_id.reshape(-1)
+    depth = rast.depth.detach().reshape(-1)
+    out = flat
+    idx = torch.arange(C * H * W, device=image.device).view(C, H, W)
+    for axis in ("x", "y"):
+        a = (idx[:, :, :-1] if axis == "x" else idx[:, :-1, :]).reshape(-1)
+        b = (idx[:, :, 1:] if axis == "x" else idx[:, 1:, :]).reshape(-1)
+        diff = fid[a] != fid[b]
+        a, b = a[diff], b[diff]
+        if a.numel() == 0:
+            continue
+        b_front = (fid[a] < 0) | ((fid[b] >= 0) & (depth[b] < depth[a]))
+        pf, pb = torch.where(b_front, b, a), torch.where(b_front, a, b)  # front and back pixel
+        f = fid[pf]
+        cam = torch.div(pf, H * W, rounding_mode="floor")
+        rem_f, rem_b = pf - cam * (H * W), pb - cam * (H * W)
+        # The segment between the pixel centres: fixed coordinate `line` on the other axis, from `cf` to `cb`.
+        if axis == "x":
+            line = torch.div(rem_f, W, rounding_mode="floor").to(u.dtype) + 0.5
+            cf, cb = (rem_f % W).to(u.dtype) + 0.5, (rem_b % W).to(u.dtype) + 0.5
+            along, across = u, v
+        else:
+            line = (rem_f % W).to(u.dtype) + 0.5
+            cf = torch.div(rem_f, W, rounding_mode="floor").to(u.dtype) + 0.5
+            cb = torch.div(rem_b, W, rounding_mode="floor").to(u.dtype) + 0.5
+            along, across = v, u
+        s_best = torch.full_like(cf, -1.0)
+        for k in range(3):
+            e = face_edges[f, k]  # [N]
+            i0, i1 = edges[e, 0], edges[e, 1]
+            a0, a1 = along[cam, i0], along[cam, i1]
+            c0, c1 = across[cam, i0], across[cam, i1]
+            denom = c1 - c0
+            safe = torch.where(denom.abs() < 1e-12, torch.ones_like(denom), denom)
+            r = (line - c0) / safe  # where the edge meets the line, as a fraction of the edge
+            crossing = a0 + r * (a1 - a0)
+            s = (crossing - cf) / (cb - cf)
+            # Each edge is handled by one kind of pair only (as in nvdiffrast): pixel rows for steep edges,
+            # columns for flat ones; otherwise a diagonal edge would be counted twice.
+            steep = denom.abs() >= (a1 - a0).abs() if axis == "x" else denom.abs() > (a1 - a0).abs()
+            ok = sil[cam, e] & steep & (denom.abs() >= 1e-12) & (r >= 0) & (r <= 1) & (s >= 0) & (s <= 1)
+            s_best = torch.where(ok & (s_best < 0), s, s_best)
+        hit = s_best >= 0
+        if not bool(hit.any()):
+            continue
+        s, pf, pb = s_best[hit], pf[hit], pb[hit]
+        col_f, col_b = flat[pf], flat[pb]
+        into_back = (s - 0.5).clamp_min(0.0)[:, None]  # front surface spills over into the back pixel
+        uncovered = (0.5 - s).clamp_min(0.0)[:, None]  # front pixel not fully covered
+        delta_b = into_back * (col_f - col_b)
+        delta_f = uncovered * (col_b - col_f)
+        out = out.index_add(0, pb, delta_b).index_add(0, pf, delta_f)
+    return out.view(C, H, W, D)
+
+
+# ---------------------------------------------------------------------------------------------- meshes
+
+
+def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
+    """Area-weighted unit vertex normals [V, 3] (outward for counter-clockwise faces seen from outside)."""
+    P = verts[faces]  # [F, 3, 3]
+    fn = _cross(P[:, 1] - P[:, 0], P[:, 2] - P[:, 0])  # [F, 3], length = 2 area
+    n = torch.zeros_like(verts).index_add(0, faces.reshape(-1), fn.repeat_interleave(3, dim=0))
+    return F.normalize(n, dim=-1, eps=1e-12)
+
+
+def normal_consistency(verts: Tensor, faces: Tensor, normals: Tensor | None = None) -> Tensor:
+    """Mean over edges of 1 - cos between the vertex normals at the edge's two ends (METHODS.md §3.3)."""
+    if faces.shape[0] == 0:
+        return verts.new_zeros(())
+    n = vertex_normals(verts, faces) if normals is None else normals
+    edges, _ = edge_topology(faces)
+    return (1.0 - (n[edges[:, 0]] * n[edges[:, 1]]).sum(-1)).mean()
+
+
+def laplacian_smoothness(verts: Tensor, faces: Tensor) -> Tensor:
+    """Mean squared distance of each vertex to the mean of its neighbours (uniform Laplacian)."""
+    if faces.shape[0] == 0:
+        return verts.new_zeros(())
+    edges, _ = edge_topology(faces)
+    i, j = torch.cat([edges[:, 0], edges[:, 1]]), torch.cat([edges[:, 1], edges[:, 0]])
+    total = torch.zeros_like(verts).index_add(0, i, verts[j])
+    degree = torch.zeros(verts.shape[0], dtype=verts.dtype, device=verts.device).index_add(
+        0, i, torch.ones_like(i, dtype=verts.dtype))
+    used = degree > 0
+    lap = verts[used] - total[used] / degree[used, None]
+    return lap.pow(2).sum(-1).mean()
+
+
+class MeshRenderer:
+    """render(rep, cams, background) -> RenderOutput for representations with `extract() -> (verts [V, 3],
+    faces [F, 3])` and a `field` with `albedo(points)` (DMTet). Pure torch; subclasses swap the three raster
+    primitives (`rasterize`, `interpolate`, `antialias`)."""
+
+    name = "torch"
+
+    def rasterize(self, verts: Tensor, faces: Tensor, cams: Cameras) -> Any:
+        return rasterize(verts, faces, cams)
+
+    def interpolate(self, attr: Tensor, rast: Any, faces: Tensor) -> Tensor:
+        return interpolate(attr, rast, faces)
+
+    def mask(self, rast: Any) -> Tensor:
+        return rast.mask
+
+    def depth(self, rast: Any, verts: Tensor, faces: Tensor, cams: Cameras) -> Tensor:
+        return rast.depth
+
+    def antialias(self, image: Tensor, rast: Any, verts: Tensor, faces: Tensor, cams: Cameras) -> Tensor:
+        return antialias(image, rast, verts, faces, cams)
+
+    def render(self, rep: Any, cams: Cameras, background: Tensor) -> RenderOutput:
+        verts, faces = rep.extract()
+        return self.render_mesh(rep, verts, faces, cams, background)
+
+    def render_mesh(self, rep: Any, verts: Tensor, faces: Tensor, cams: Cameras, background: Tensor) -> RenderOutput:
+        C, H, W = len(cams), cams.height, cams.width
+        assert background.shape == (C, 3), f"background {tuple(background.shape)}, expected ({C}, 3)"
+        assert verts.dim() == 2 and verts.shape[1] == 3, f"verts {tuple(verts.shape)}"
+        dev, dt = verts.device, verts.dtype
+        _, dirs = cams.pixel_rays()  # [C, H, W, 3]
+        bg = background.to(dt)[:, None, None, :].expand(C, H, W, 3)
+        learned = torch.isnan(background).any(-1)
+        if bool(learned.any()):
+            bg = torch.where(learned[:, None, None, None], rep.background(dirs), bg)
+        if faces.shape[0] == 0:  # nothing to draw: background only, zero regularisers
+            zero = verts.sum() * 0.0
+            aux = {"normal_consistency": zero, "laplacian": zero, "faces": 0,
+                   "volume_views": torch.zeros(C, dtype=torch.bool, device=dev)}
+            return RenderOutput(bg.contiguous() + zero, torch.zeros(C, H, W, 1, device=dev) + zero,
+                                torch.zeros(C, H, W, 1, device=dev), torch.zeros(C, H, W, 3, device=dev), aux)
+        rast = self.rasterize(verts, faces, cams)
+        mask = self.mask(rast)  # [C, H, W]
+        vn = vertex_normals(verts, faces)
+        attrs = self.interpolate(torch.cat([verts, vn], dim=1), rast, faces)  # [C, H, W, 6]
+        points, normal = attrs[..., :3], F.normalize(attrs[..., 3:], dim=-1, eps=1e-12)
+        colour = torch.zeros(C, H, W, 3, dtype=dt, device=dev)
+        sel = mask.reshape(-1)
+        albedo = rep.field.albedo(points.reshape(-1, 3)[sel])
+        shading = getattr(rep, "shading", "albedo")
+        if shading != "albedo":
+            cam_pos = cams.positions.to(dt)
+            light = F.normalize(cam_pos + rep.light_offset.to(dt), dim=-1) * rep.light_distance  # [C, 3]
+            view = torch.arange(C, device=dev).repeat_interleave(H * W)[sel]
+            p = points.reshape(-1, 3)[sel]
+            lambert = (normal.reshape(-1, 3)[sel] * F.normalize(light[view] - p, dim=-1)).sum(-1, keepdim=True)
+            lit = rep.cfg.ambient + (1 - rep.cfg.ambient) * lambert.clamp_min(0.0)
+            albedo = albedo * lit if shading == "diffuse" else lit.expand(-1, 3)
+        colour = colour.reshape(-1, 3).index_put((sel.nonzero()[:, 0],), albedo).view(C, H, W, 3)
+        cover = mask[..., None].to(dt)
+        image = torch.cat([colour * cover + bg * (1 - cover), cover], dim=-1)  # [C, H, W, 4]
+        image = self.antialias(image, rast, verts, faces, cams)
+        depth = self.depth(rast, verts, faces, cams)[..., None] * cover
+        aux = {"normal_consistency": normal_consistency(verts, faces, vn),
+               "laplacian": laplacian_smoothness(verts, faces), "faces": int(faces.shape[0]),
+               "volume_views": torch.zeros(C, dtype=torch.bool, device=dev)}
+        return RenderOutput(image[..., :3], image[..., 3:], depth, normal * cover, aux)

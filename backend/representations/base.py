@@ -3,6 +3,16 @@
 Representations are `torch.nn.Module`s. Their sizes may change during optimisation (densification), so
 checkpoints use `state_dict_full` / `load_state_dict_full` (tensors only) instead of the fixed-shape
 `state_dict`, and optimiser groups are rebuilt after loading.
+
+Optional parts the engine uses when present:
+- `begin_step(step, total_steps)`: per-step state drawn before rendering (a NeRF's hash-grid growth and
+  shading draw, the dual renderer's implicit weight);
+- `create_from(other, cfg, device, generator)` (classmethod): start from the previous stage's representation
+  of another kind (NeRF -> DMTet; config.CONVERSIONS lists what validate() allows);
+- `export_mesh()` for kind "mesh": the final mesh (io/mesh_export.ExportMesh), written as PLY and GLB.
+
+Snapshot layouts by kind: "gaussians" -> the 3DGS PLY arrays; "mesh" -> x y z nx ny nz (float32), red green
+blue (uint8) per vertex, plus "faces" [F, 3] (int32).
 """
 
 from __future__ import annotations

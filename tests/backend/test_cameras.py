@@ -112,3 +112,26 @@ def test_sampler_switches_resolution():
     cfg = CameraConfig(resolution=64, resolution_final=128, resolution_switch=0.5, views=1)
     s = OrbitSampler(cfg, torch.Generator().manual_seed(0))
     assert s.sample(10, 100).width == 64 and s.sample(60, 100).width == 128
+
+
+def test_opengl_clip_space_round_trip():
+    from backend.core.cameras import clip_to_pixels, opencv_to_clip
+
+    cams = orbit_cameras([10.0, 35.0], [20.0, -140.0], [2.0, 1.6], [40.0, 55.0], 48, 32)
+    pts = torch.randn(100, 3) * 0.4
+    clip = torch.einsum("cij,vj->cvi", opencv_to_clip(cams, 0.1, 50.0), torch.cat([pts, torch.ones(100, 1)], 1))
+    uv, z = clip_to_pixels(clip, cams.width, cams.height)
+    cam = torch.einsum("cij,vj->cvi", cams.world_to_cam[:, :3, :3], pts) + cams.world_to_cam[:, None, :3, 3]
+    K = cams.K
+    u = K[:, 0, 0, None] * cam[..., 0] / cam[..., 2] + K[:, 0, 2, None]
+    v = K[:, 1, 1, None] * cam[..., 1] / cam[..., 2] + K[:, 1, 2, None]
+    assert torch.allclose(uv[..., 0], u, atol=1e-3) and torch.allclose(uv[..., 1], v, atol=1e-3)
+    assert torch.allclose(z, cam[..., 2], atol=1e-5)
+    # NDC depth: -1 at the near plane, +1 at the far plane; row 0 of the image is NDC y = -1.
+    near = torch.tensor([[0.0, 0.0, 0.1, 1.0], [0.0, 0.0, 50.0, 1.0]])
+    P = opencv_to_clip(cams, 0.1, 50.0) @ torch.linalg.inv(cams.world_to_cam)
+    ndc = torch.einsum("cij,vj->cvi", P, near)
+    assert torch.allclose(ndc[..., 2] / ndc[..., 3], torch.tensor([-1.0, 1.0]).expand(2, 2), atol=1e-4)
+    top = torch.tensor([[0.0, -1.0, 1.0, 1.0]])  # camera-space point above the axis (y down): image top
+    ndc_top = torch.einsum("cij,vj->cvi", P, top)
+    assert (ndc_top[..., 1] / ndc_top[..., 3] < 0).all()

@@ -38,7 +38,7 @@ from torch import Tensor
 from backend.config import ReferencePriorConfig
 from backend.core.cameras import Cameras, orbit_position
 from backend.priors.base import Conditioning, TrainablePrior, scaled_linear_alphas_cumprod
-from backend.priors.prompting import BUCKETS, view_buckets
+from backend.priors.prompting import BUCKETS, interpolation_weights, view_buckets
 from backend.priors.reference.cache import (
     NUM_REFERENCES,
     REFERENCE_AZIMUTH_STEP,
@@ -123,6 +123,25 @@ class ReferencePrior:
             self._aa = torch.cat([self._aa, (alpha * alpha).sum(1)])
         return self._offsets[key]
 
+    def _interpolated_selection(self, cams: Cameras) -> tuple[list[Tensor], list[str], list[Tensor]]:
+        """view_embedding=interpolated: per view, the references of the buckets that the positional embedding
+        blends, with log prior masses log(w_b / n_b) so that the condition is the mixture sum_b w_b p_b (the
+        analogue of a blended text embedding for a prior that is a set of references)."""
+        blends = interpolation_weights(cams.elevation.cpu(), cams.azimuth.cpu(), self.cfg.overhead_threshold)
+        local, names, masses = [], [], []
+        for blend in blends:
+            idx, mass = [], []
+            for b, w in blend.items():
+                members = self._bucket_index[b]
+                if members.numel() == 0:
+                    raise ValueError(f"no reference view falls in the {b!r} bucket")
+                idx.append(members)
+                mass.append(torch.full((members.numel(),), math.log(w / members.numel()), dtype=torch.float64))
+            local.append(torch.cat(idx))
+            masses.append(torch.cat(mass))
+            names.append(max(blend, key=blend.get))
+        return local, names, masses
+
     def _local_selection(self, cams: Cameras) -> tuple[list[Tensor], list[str]]:
         """Per view: reference indices within one object's set (0..NUM_REFERENCES-1), and the view names."""
         C = len(cams)
@@ -165,7 +184,12 @@ class ReferencePrior:
         if background is None:
             background = torch.ones(C, 3)
         assert background.shape == (C, 3), f"background {tuple(background.shape)}, expected ({C}, 3)"
-        local, names = self._local_selection(cams)
+        masses = None
+        if self.cfg.view_embedding == "interpolated" and self.cfg.view_conditioning == "prompt" and \
+                self.cfg.view_prompts:
+            local, names, masses = self._interpolated_selection(cams)
+        else:
+            local, names = self._local_selection(cams)
         uncond_sets = [(o, None) for o in OBJECTS] if neg is None else [tuple(neg)]
         cond_off = self._offset(*parsed)
         unc_offs = [self._offset(*s) for s in uncond_sets]
@@ -176,6 +200,9 @@ class ReferencePrior:
             "negative_object": None if neg is None else neg.obj,
             "cond_index": cond_index, "uncond_index": uncond_index,
             "background": background.to(self.device, torch.float64),
+            # Log prior masses of the selected references (interpolated embedding), per view and branch.
+            "cond_log_mass": None if masses is None else [m.to(self.device) for m in masses],
+            "uncond_log_mass": None if masses is None else [m.repeat(len(unc_offs)).to(self.device) for m in masses],
         })
 
     def references(self, cond: Conditioning, view: int, branch: str = "cond") -> Tensor:
@@ -238,11 +265,16 @@ class ReferencePrior:
         logits = (a[:, None] * zy - 0.5 * (a * a)[:, None] * yy) / (s * s)[:, None]
 
         weights = []
-        for lst in index_lists:
+        for br, lst in zip(branches, index_lists, strict=True):
             mask = torch.zeros(B, U, dtype=torch.bool, device=self.device)
+            prior_mass = torch.zeros(B, U, dtype=torch.float64, device=self.device)
+            masses = cond.data.get(f"{br}_log_mass")
             for v, idx in enumerate(lst):
-                mask[v, torch.searchsorted(union, idx)] = True
-            weights.append(torch.softmax(logits.masked_fill(~mask, -math.inf), dim=1))
+                pos = torch.searchsorted(union, idx)
+                mask[v, pos] = True
+                if masses is not None:  # a mixture of reference sets (interpolated view embedding)
+                    prior_mass[v, pos] = masses[v]
+            weights.append(torch.softmax((logits + prior_mass).masked_fill(~mask, -math.inf), dim=1))
         W = torch.cat(weights)  # [nb * B, U]
 
         # Below high noise the posterior sits on a few references: blend only rows with a weight above
