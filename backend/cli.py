@@ -280,10 +280,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         run_job(cfg, Path(tmp), timings=timings, resume=False)
         wall = time.perf_counter() - t0
     med = timings.medians(skip=args.warmup)
+    # Multi-stage presets (NeRF then DMTet, pixel then latent prior) also get one table per stage: the
+    # whole-job medians mix steps of very different cost. Warm-up steps are skipped in each stage.
+    names = list(dict.fromkeys(timings.stages))
+    per_stage = {n: timings.medians(skip=args.warmup, stage=n) for n in names} if len(names) > 1 else {}
     report = {
         "preset": cfg.preset, "prompt": cfg.prompt, "steps": cfg.total_steps, "warmup": args.warmup,
         "median_ms": {k: round(v * 1000, 2) for k, v in med.items()},
         "steps_per_s": round(1.0 / med["step"], 2) if med.get("step") else None,
+        "stages": {n: {"median_ms": {k: round(v * 1000, 2) for k, v in m.items()},
+                       "steps_per_s": round(1.0 / m["step"], 2) if m.get("step") else None}
+                   for n, m in per_stage.items()},
         "wall_s": round(wall, 1),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
@@ -294,13 +301,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"bench {cfg.preset} ({cfg.prompt!r}), {cfg.total_steps} steps, medians after {args.warmup} warm-up "
           f"steps, torch {torch.__version__}, {report['machine']}")
+    for title, m in [("all stages" if per_stage else "", med), *((f"stage {n}", m) for n, m in per_stage.items())]:
+        if title:
+            print(f"-- {title}")
+        _print_phases(m)
+    print(f"{report['steps_per_s']} steps/s over the job (wall {wall:.1f} s incl. setup)")
+    return EXIT_OK
+
+
+def _print_phases(med: dict[str, float]) -> None:
     print(f"{'phase':12s} {'ms/step':>9s} {'share':>6s}")
     total = med.get("step", 0.0)
     for k, v in med.items():
         if k != "step":
             print(f"{k:12s} {v * 1000:9.2f} {100 * v / max(total, 1e-12):5.1f}%")
-    print(f"{'step':12s} {total * 1000:9.2f}   -> {report['steps_per_s']} steps/s (wall {wall:.1f} s incl. setup)")
-    return EXIT_OK
+    print(f"{'step':12s} {total * 1000:9.2f}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

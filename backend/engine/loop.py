@@ -61,13 +61,16 @@ class Timings:
 
     sync: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
+    stages: list[str] = field(default_factory=list)
+    """The stage name of every row of `history` (multi-stage presets time each stage on its own)."""
     current: dict[str, float] = field(default_factory=dict)
 
     def add(self, phase: str, seconds: float) -> None:
         self.current[phase] = self.current.get(phase, 0.0) + seconds
 
-    def end_step(self) -> None:
+    def end_step(self, stage: str = "") -> None:
         self.history.append(self.current)
+        self.stages.append(stage)
         self.current = {}
 
     def mark(self, device: torch.device) -> float:
@@ -75,9 +78,10 @@ class Timings:
             torch.cuda.synchronize(device)
         return time.perf_counter()
 
-    def medians(self, skip: int = 0) -> dict[str, float]:
-        """Median seconds per phase over the steps after the first `skip`, plus "step" (their sum)."""
-        rows = self.history[skip:]
+    def medians(self, skip: int = 0, stage: str | None = None) -> dict[str, float]:
+        """Median seconds per phase over the steps after the first `skip` (of `stage` only, when given), plus
+        "step" (their sum)."""
+        rows = [r for r, s in zip(self.history, self.stages, strict=True) if stage is None or s == stage][skip:]
         if not rows:
             return {}
         phases = sorted({k for r in rows for k in r})
@@ -280,7 +284,7 @@ def _run_stage(cfg: JobConfig, st: Stage, start: int, out_dir: Path, emit: Emit,
             bad_steps += 1
             emit(make_event("warning", job_id, code="NON_FINITE", step=gstep,
                             message=f"non-finite loss at step {gstep} ({bad_steps} in a row); step skipped"))
-        timings.end_step()
+        timings.end_step(sc.name)
         if bad_steps >= MAX_BAD_STEPS or (step % PARAM_CHECK_EVERY == 0 and not _params_finite(rep)):
             step = _rollback(st, out_dir, fallback, cam_gen, noise_gen, emit, job_id, gstep)
             bad_steps = 0

@@ -79,3 +79,16 @@ def test_bench_prints_phase_medians(capsys):
     report = json.loads(capsys.readouterr().out)
     assert {"render", "prior", "backward", "optimiser", "step"} <= set(report["median_ms"])
     assert report["steps_per_s"] > 0
+
+
+def test_timings_medians_per_stage_skip_the_warmup_of_each_stage():
+    from backend.engine.loop import Timings
+
+    t = Timings()
+    for stage, render in [("nerf", 9.0), ("nerf", 1.0), ("nerf", 2.0), ("dmtet", 50.0), ("dmtet", 5.0), ("dmtet", 7.0)]:
+        t.add("render", render)
+        t.add("prior", 1.0)
+        t.end_step(stage)
+    assert t.medians(skip=1, stage="nerf") == {"prior": 1.0, "render": 1.5, "step": 2.5}
+    assert t.medians(skip=1, stage="dmtet") == {"prior": 1.0, "render": 6.0, "step": 7.0}
+    assert t.medians(skip=1)["render"] == 5.0  # the whole job mixes both stages
