@@ -158,25 +158,29 @@ class ReferencePrior:
     def condition(self, prompt: str, negative: str, cams: Cameras,
                   background: Tensor | None = None) -> Conditioning:
         """Reference indices per view for the prompt (conditional branch) and the negative prompt
-        (unconditional branch: every object when ""), and the backgrounds [C, 3] (white when None)."""
-        parsed = parse_prompt(prompt)
+        (unconditional branch: every object when ""), and the backgrounds [C, 3] (white when None).
+
+        The empty prompt is the null condition: its conditional branch is every object in its default colours
+        with the view's selection, i.e. the same references as the unconditional branch of negative ""."""
+        parsed = parse_prompt(prompt) if prompt.strip() else None
         neg = parse_negative(negative)
         C = len(cams)
         if background is None:
             background = torch.ones(C, 3)
         assert background.shape == (C, 3), f"background {tuple(background.shape)}, expected ({C}, 3)"
         local, names = self._local_selection(cams)
-        uncond_sets = [(o, None) for o in OBJECTS] if neg is None else [tuple(neg)]
-        cond_off = self._offset(*parsed)
+        everything = [(o, None) for o in OBJECTS]
+        uncond_sets = everything if neg is None else [tuple(neg)]
+        cond_offs = [self._offset(*s) for s in (everything if parsed is None else [tuple(parsed)])]
         unc_offs = [self._offset(*s) for s in uncond_sets]
-        cond_index = [(cond_off + l).to(self.device) for l in local]
+        cond_index = [torch.cat([o + l for o in cond_offs]).to(self.device) for l in local]
         uncond_index = [torch.cat([o + l for o in unc_offs]).to(self.device) for l in local]
         return Conditioning(prompt, negative, names, data={
-            "object": parsed.obj, "colour": parsed.colour,
+            "object": None if parsed is None else parsed.obj, "colour": None if parsed is None else parsed.colour,
             "negative_object": None if neg is None else neg.obj,
             "cond_index": cond_index, "uncond_index": uncond_index,
             "background": background.to(self.device, torch.float64),
-        })
+        }, background=background)
 
     def references(self, cond: Conditioning, view: int, branch: str = "cond") -> Tensor:
         """The selected references of one view composited over its background, in the prior's space
@@ -217,7 +221,11 @@ class ReferencePrior:
         assert t.shape == (B,), f"t {tuple(t.shape)}, expected ({B},)"
         assert len(cond) == B, f"condition has {len(cond)} views but x_t has {B}"
         S, N = self._support.numel(), self._Y.shape[0]
-        abar = self._abar[t.to(self.device).long()]
+        t = t.to(self.device).long()
+        if bool((t < 0).any()) or bool((t >= self.num_train_timesteps).any()):
+            raise ValueError(f"the reference prior has noise levels only for timesteps 0..{self.num_train_timesteps - 1}, "
+                             f"got {t.tolist()}")
+        abar = self._abar[t]
         a, s = abar.sqrt(), (1.0 - abar).sqrt()  # [B]
         bg = cond.data["background"]  # [B, 3] float64
         x = x_t.to(self.device, torch.float64).reshape(B, 3, RES * RES)
