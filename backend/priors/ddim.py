@@ -20,6 +20,7 @@ eta noise, §2.5).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -74,7 +75,7 @@ def ddim_timesteps(t_from: int, t_to: int, *, stride: int | None = None, num_ste
     if stride is not None:
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
-        offsets = list(range(0, span, stride)) + [span]
+        offsets = [*range(0, span, stride), span]
     else:
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
@@ -96,7 +97,7 @@ def ddim_walk(prior: Prior, x: Tensor, cond: Conditioning, timesteps: Sequence[i
     B = x.shape[0]
     levels = [torch.as_tensor(t, device=x.device).long().expand(B) for t in timesteps]
     eps = None
-    for t_from, t_to in zip(levels[:-1], levels[1:], strict=True):
+    for t_from, t_to in itertools.pairwise(levels):
         eps = prior.predict_eps(x, t_from, cond, guidance_scale)
         moved = ddim_step(x, eps, t_from, t_to, prior.alphas_cumprod)
         x = torch.where((t_from == t_to).view(-1, *([1] * (x.dim() - 1))), x, moved)

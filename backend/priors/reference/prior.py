@@ -223,8 +223,8 @@ class ReferencePrior:
         S, N = self._support.numel(), self._Y.shape[0]
         t = t.to(self.device).long()
         if bool((t < 0).any()) or bool((t >= self.num_train_timesteps).any()):
-            raise ValueError(f"the reference prior has noise levels only for timesteps 0..{self.num_train_timesteps - 1}, "
-                             f"got {t.tolist()}")
+            raise ValueError(f"the reference prior has noise levels only for timesteps 0.."
+                             f"{self.num_train_timesteps - 1}, got {t.tolist()}")
         abar = self._abar[t]
         a, s = abar.sqrt(), (1.0 - abar).sqrt()  # [B]
         bg = cond.data["background"]  # [B, 3] float64
