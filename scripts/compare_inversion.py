@@ -1,7 +1,8 @@
 """Compare SDS, ISM, JSD and StableDreamer on the reference prior: same step budget, seeds and cameras, scores
 along the way (so convergence speed is visible), a markdown table and a PNG plot.
 
-    .venv/bin/python scripts/compare_inversion.py run --steps 300 --every 50 --seeds 0 1 \\
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_inversion.py run --steps 200 --every 25 --seeds 0 1 \\
+        --set camera.views=2 --set representation.init_count=1000 --set representation.max_count=4000 \\
         --jsonl docs/results_inversion.jsonl
     .venv/bin/python scripts/compare_inversion.py report --jsonl docs/results_inversion.jsonl \\
         --plot docs/results_inversion.png > table.md
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             cfg = apply_overrides(presets.get(preset), [
                 f"prompt={args.prompt}", f"seed={seed}", "random_background_prob=0.5",
                 f"output.snapshot_every={args.every}", "output.preview_every=0", "output.checkpoint_every=0",
-                "output.turntable_frames=0", "output.evaluate=false"])
+                "output.turntable_frames=0", "output.evaluate=false", *args.sets])
             cfg = cfg.with_total_steps(args.steps)
             t0 = time.time()
             with tempfile.TemporaryDirectory() as tmp:
@@ -189,6 +190,8 @@ def main() -> int:
     r.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     r.add_argument("--prompt", default="a blue mug")
     r.add_argument("--jsonl", type=Path, required=True)
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra overrides applied to every method alike (e.g. camera.views=2)")
     g = sub.add_parser("report")
     g.add_argument("--jsonl", type=Path, required=True)
     g.add_argument("--plot", type=Path, default=None)
