@@ -10,8 +10,9 @@ along the way (so convergence speed is visible), a markdown table and a PNG plot
 `run` runs each method's quick preset rescaled to --steps (every stage keeps its proportions), with random solid
 backgrounds half of the time for every method (so only the update rule and its own regularisers differ), and
 evaluates the snapshot written every --every steps against the reference prior (PSNR, mask IoU, view
-accuracy). Each evaluation is appended to the JSON-lines file as it happens, so an interrupted run keeps what it
-measured. `report` prints the table (mean over seeds at each checkpoint) and draws the curves with Pillow.
+accuracy); "seconds" is the optimisation time so far (setup included, evaluations excluded). Each
+evaluation is appended to the JSON-lines file as it happens, so an interrupted run keeps what it measured.
+`report` prints the table (mean over seeds at each checkpoint) and draws the curves with Pillow.
 """
 
 from __future__ import annotations
@@ -68,17 +69,21 @@ def run(args: argparse.Namespace) -> int:
                 f"output.snapshot_every={args.every}", "output.preview_every=0", "output.checkpoint_every=0",
                 "output.turntable_frames=0", "output.evaluate=false", *args.sets])
             cfg = cfg.with_total_steps(args.steps)
-            t0 = time.time()
+            # Seconds of optimisation: wall time since the job started, less the evaluations run so far.
+            clock = {"start": time.time(), "eval": 0.0}
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp)
 
                 def emit(ev: dict[str, Any], out: Path = out, label: str = label, seed: int = seed,
-                         preset: str = preset) -> None:
+                         preset: str = preset, clock: dict = clock) -> None:
                     if ev["type"] != "snapshot":
                         return
+                    t_eval = time.time()
+                    seconds = t_eval - clock["start"] - clock["eval"]
+                    metrics = evaluate_ply(out / ev["artifact"], args.prompt)
+                    clock["eval"] += time.time() - t_eval
                     row = {"method": label, "preset": preset, "seed": seed, "step": ev["step"],
-                           "prompt": args.prompt, "seconds": round(time.time() - t0, 1), "count": ev["count"],
-                           **evaluate_ply(out / ev["artifact"], args.prompt)}
+                           "prompt": args.prompt, "seconds": round(seconds, 1), "count": ev["count"], **metrics}
                     print(json.dumps(row), file=sys.stderr, flush=True)
                     with open(args.jsonl, "a") as f:
                         f.write(json.dumps(row) + "\n")

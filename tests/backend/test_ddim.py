@@ -125,7 +125,7 @@ def test_walk_branches_and_eta_noise(prior):
     assert not torch.allclose(noisy, condl)
     same, _ = ddim_walk(prior, x, cond, path, guidance_scale=1.0, eta=0.3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(noisy, same)  # reproducible from the generator
-    with pytest.raises(ValueError, match="0..999"):
+    with pytest.raises(ValueError, match=r"0\.\.999"):
         ddim_walk(prior, x, cond, [-99, 1])  # the reference prior has no level for a negative timestep
     with pytest.raises(ValueError, match="goes up"):
         ddim_invert(prior, x, cond, 200, 100, stride=10)
