@@ -63,6 +63,12 @@ class ReferencePriorConfig(PriorConfig):
         choices=("prompt", "camera", "none"), advanced=False,
     )
     camera_neighbours: int = setting(4, "Reference views nearest to the camera used in `camera` mode", lo=1, hi=64)
+    data_noise: float = setting(
+        0.0, "Std-dev tau of a Gaussian around each reference (pixel units in [-1, 1]): 0 is the references' own "
+        "empirical distribution, whose denoiser snaps any image to its nearest reference at low noise; tau > 0 "
+        "smooths it so that the denoiser leaves an image near the references almost unchanged below noise "
+        "~tau, as a trained network does (DDIM inversion then reconstructs renders, which ISM needs)",
+        lo=0, hi=2)
 
 
 PRIOR_CONFIGS: dict[str, type[PriorConfig]] = {

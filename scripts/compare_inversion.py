@@ -1,9 +1,11 @@
 """Compare SDS, ISM, JSD and StableDreamer on the reference prior: same step budget, seeds and cameras, scores
 along the way (so convergence speed is visible), a markdown table and a PNG plot.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_inversion.py run --steps 200 --every 25 --seeds 0 1 \\
-        --set camera.views=2 --set representation.init_count=1000 --set representation.max_count=4000 \\
-        --jsonl docs/results_inversion.jsonl
+    for seed in 0 1; do   # two processes, one per seed
+        OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_inversion.py run --steps 300 --every 50 --seeds $seed \\
+            --set camera.views=2 --set representation.init_count=1000 --set representation.max_count=4000 \\
+            --jsonl docs/results_inversion.jsonl &
+    done; wait
     .venv/bin/python scripts/compare_inversion.py report --jsonl docs/results_inversion.jsonl \\
         --plot docs/results_inversion.png > table.md
 
@@ -32,7 +34,12 @@ METHODS = {
     "JSD": "jsd-quick",
     "StableDreamer": "stabledreamer-quick",
 }
-COLOURS = {"SDS": (90, 90, 90), "ISM": (31, 119, 180), "JSD": (214, 39, 40), "StableDreamer": (44, 160, 44)}
+# Extra overrides of a row beyond its preset: ISM on the unsmoothed reference prior, to show why the preset
+# smooths it (docs/RESULTS_INVERSION.md).
+METHODS["ISM, tau 0"] = "luciddreamer-quick"
+EXTRA = {"ISM, tau 0": ["prior.data_noise=0"]}
+COLOURS = {"SDS": (90, 90, 90), "ISM": (31, 119, 180), "JSD": (214, 39, 40), "StableDreamer": (44, 160, 44),
+           "ISM, tau 0": (150, 190, 230)}
 METRICS = (("psnr", "PSNR (dB)"), ("mask_iou", "mask IoU"), ("view_accuracy", "view accuracy"))
 
 
@@ -67,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             cfg = apply_overrides(presets.get(preset), [
                 f"prompt={args.prompt}", f"seed={seed}", "random_background_prob=0.5",
                 f"output.snapshot_every={args.every}", "output.preview_every=0", "output.checkpoint_every=0",
-                "output.turntable_frames=0", "output.evaluate=false", *args.sets])
+                "output.turntable_frames=0", "output.evaluate=false", *args.sets, *EXTRA.get(label, [])])
             cfg = cfg.with_total_steps(args.steps)
             # Seconds of optimisation: wall time since the job started, less the evaluations run so far.
             clock = {"start": time.time(), "eval": 0.0}

@@ -24,6 +24,14 @@ Disparity (LucidDreamer's rasteriser returns accumulated depth D and transmittan
 min-max normalised per view over its pixels with T <= 0.1 (min) and all pixels (max), clamped to [0, 1].
 Our renderers return depth already divided by alpha, so D = depth * alpha.
 
+What the target assumes: g = lambda (x0_hat_null(x_s) - x0_hat_guided(x_t)) exactly (w = sigma_t / alpha_t),
+i.e. SDS's residual z - x0_hat_guided with z replaced by the null model's reconstruction of z at level s. That
+is a good stand-in only if the prior's inversion reconstructs renders that are not training images, as a
+trained network does. The reference prior over its bare references does not: its denoiser snaps any image
+to the nearest reference at low noise, the render's deviation is then amplified ~sigma_s / sigma_0 times by the
+first inversion step, and the update no longer depends on the render (ISM drifts). `prior.data_noise` > 0
+smooths that prior so that it keeps renders near the references; luciddreamer-quick uses it.
+
 Cost per step (B views): up to `inversion_max_steps` unconditional predictions on B samples, one for e_s, and
 one guided prediction (two branches); no backward through the prior.
 """

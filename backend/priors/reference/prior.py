@@ -7,6 +7,13 @@ For the reference images x_i selected by the condition (each composited over the
     w_i = softmax_i(-|x_t - a_t x_i|^2 / (2 s_t^2)),   x0_hat = sum_i w_i x_i,
     eps_hat = (x_t - a_t x0_hat) / s_t.
 
+Smoothing (`cfg.data_noise` = tau > 0): each reference becomes a Gaussian N(x_i, tau^2 I), so with
+v_t = a_t^2 tau^2 + s_t^2 the posterior is w_i = softmax_i(-|x_t - a_t x_i|^2 / (2 v_t)) and each component's
+mean is x_i + (a_t tau^2 / v_t)(x_t - a_t x_i); altogether eps_hat = (s_t / v_t)(x_t - a_t sum_i w_i x_i). At
+noise well below tau the denoiser leaves an image near the references almost unchanged (x0_hat ~ x_t / a_t)
+instead of snapping it to its nearest reference, which is what DDIM inversion of a render needs (ISM). tau = 0
+is the empirical distribution above, exactly.
+
 Guidance: eps_u + s (eps_c - eps_u) (METHODS.md §1.2). The unconditional branch (negative prompt "") covers
 every library object in its default colours with the same per-view selection, so guidance pushes towards
 "this object" and away from "any object", as with a real text-conditioned model.
@@ -227,6 +234,7 @@ class ReferencePrior:
                              f"{self.num_train_timesteps - 1}, got {t.tolist()}")
         abar = self._abar[t]
         a, s = abar.sqrt(), (1.0 - abar).sqrt()  # [B]
+        var = a * a * self.cfg.data_noise**2 + s * s  # v_t: s_t^2 for the unsmoothed empirical distribution
         bg = cond.data["background"]  # [B, 3] float64
         x = x_t.to(self.device, torch.float64).reshape(B, 3, RES * RES)
         z = x - (a[:, None] * (2 * bg - 1))[:, :, None]  # x_t - a * background image
@@ -243,7 +251,7 @@ class ReferencePrior:
         zy = 2.0 * G  # z . y_i
         yy = 4.0 * (self._pp[union][None] - 2.0 * bg @ self._pa[union].T
                     + (bg * bg).sum(1, keepdim=True) * self._aa[union][None])  # |y_i|^2, [B, U]
-        logits = (a[:, None] * zy - 0.5 * (a * a)[:, None] * yy) / (s * s)[:, None]
+        logits = (a[:, None] * zy - 0.5 * (a * a)[:, None] * yy) / var[:, None]
 
         weights = []
         for lst in index_lists:
@@ -270,7 +278,8 @@ class ReferencePrior:
         eps_all = z.repeat(len(branches), 1, 1)
         ar, sr = a.repeat(len(branches)), s.repeat(len(branches))
         eps_all[:, :, self._support] -= ar[:, None, None] * ysum
-        eps_all = (eps_all / sr[:, None, None]).view(len(branches), B, 3, RES, RES)
+        scale = 1.0 / sr if self.cfg.data_noise == 0 else sr / var.repeat(len(branches))  # s / v, = 1 / s at tau 0
+        eps_all = (eps_all * scale[:, None, None]).view(len(branches), B, 3, RES, RES)
         return W, union, list(eps_all)
 
     def predict_eps(self, x_t: Tensor, t: Tensor, cond: Conditioning, guidance_scale: float = 1.0) -> Tensor:
