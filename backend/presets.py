@@ -159,7 +159,7 @@ def luciddreamer_quick() -> JobConfig:
     a Gaussian of std-dev 1 in [-1, 1] pixel units), under which the denoiser leaves renders near the
     references almost unchanged at low noise, as a trained network does. On that prior a wide interval does
     best: delta_T 200 (not 100 -> 50) and t in [20, 500] for the whole run (LucidDreamer's upper bound 980 ->
-    500 ends there). Guidance 3 as in the CPU demo (7.5 over-saturates here). Depth-guidance steps and
+    500 ends there). Guidance 3 as in the CPU demo (7.5 did worse on a short run). Depth-guidance steps and
     mirroring are off: the reference prior knows only colour images of objects that are not mirror-symmetric,
     so a disparity image or a mirrored render has no meaning to it."""
     return JobConfig(
