@@ -66,6 +66,12 @@ class ReferencePriorConfig(PriorConfig):
         choices=("prompt", "camera", "none"), advanced=False,
     )
     camera_neighbours: int = setting(4, "Reference views nearest to the camera used in `camera` mode", lo=1, hi=64)
+    data_noise: float = setting(
+        0.0, "Std-dev tau of a Gaussian around each reference (pixel units in [-1, 1]): 0 is the references' own "
+        "empirical distribution, whose denoiser snaps any image to its nearest reference at low noise; tau > 0 "
+        "smooths it so that the denoiser leaves an image near the references almost unchanged below noise "
+        "~tau, as a trained network does (DDIM inversion then reconstructs renders, which ISM needs)",
+        lo=0, hi=2)
 
 
 PRIOR_CONFIGS: dict[str, type[PriorConfig]] = {
@@ -110,8 +116,89 @@ class SDSConfig(MethodConfig):
                              choices=("sds", "uniform", "fantasia3d", "inverse_sqrt_snr"))
 
 
+@dataclass
+class ISMConfig(MethodConfig):
+    """Interval score matching (LucidDreamer), METHODS.md §2.4. `weight` is the paper's lambda (0.1); the
+    views of a step share one timestep."""
+
+    name: str = "ism"
+    guidance_scale: float = setting(7.5, "Classifier-free guidance scale s in eps_u + s (eps_c - eps_u)",
+                                    lo=0, hi=1000, advanced=False)
+    t_max: Any = setting([0.0, 0.98, 0.5, 0.3], "Highest timestep as a fraction of 1000 (number or schedule)",
+                         lo=0, hi=1, kind="schedule")
+    shared_t: bool = setting(True, "Draw one timestep for all views of a step instead of one per view")
+    reduction: str = setting("total", "grad_to_loss reduction: sum / views (threestudio), element mean / views "
+                             "(SDI, JSD), or total sum (LucidDreamer)", choices=("sum", "mean", "total"))
+    weight: Any = setting(0.1, "Weight of the distillation loss, ISM's lambda (number or schedule)", lo=0, hi=1e6,
+                          kind="schedule")
+    weighting: str = setting("inverse_sqrt_snr", "w(t): inverse_sqrt_snr = sigma_t / alpha_t (ISM), sds = "
+                             "1 - abar_t, uniform = 1, fantasia3d = alpha_t sigma_t^2",
+                             choices=("sds", "uniform", "fantasia3d", "inverse_sqrt_snr"))
+    delta_t: Any = setting([0.0, 100.0, 50.0, 0.3], "Interval delta_T between the inverted level s and t, in "
+                           "timesteps (number or schedule)", lo=0, hi=999, kind="schedule")
+    inversion_stride: int = setting(200, "Stride delta_S of the unconditional DDIM inversion up to s, in "
+                                    "timesteps", lo=1, hi=999)
+    inversion_max_steps: int = setting(5, "At most this many inversion steps up to s (the stride grows to fit)",
+                                       lo=1, hi=1000)
+    offset_noise: float = setting(0.1, "Std-dev of a per-channel noise offset shared by the step's views", lo=0,
+                                  hi=1)
+    depth_prob: float = setting(0.2, "Probability that a step distils the normalised disparity image instead "
+                                "of the colour (depth-guidance step)", lo=0, hi=1)
+    flip_prob: float = setting(0.5, "Probability that a step's images are mirrored left-right before the prior "
+                               "sees them", lo=0, hi=1)
+    tv_disparity: Any = setting(1.0, "Weight of the total variation of the normalised disparity image",
+                                lo=0, hi=1e6, kind="schedule")
+
+
+@dataclass
+class JSDConfig(MethodConfig):
+    """Jensen-Shannon score distillation as its public code does it (METHODS.md §2.5): an inversion target plus
+    a minority target, with a deterministic annealed timestep."""
+
+    name: str = "jsd"
+    guidance_scale: float = setting(13.5, "Guidance scale s of both targets' denoising predictions",
+                                    lo=0, hi=1000, advanced=False)
+    t_min: Any = setting(0.25, "Lowest timestep as a fraction of 1000 (number or schedule)", lo=0, hi=1,
+                         kind="schedule")
+    t_sampling: str = setting(
+        "linear", "random: t ~ U[t_min, t_max]; linear/sqrt: t falls deterministically from t_max to t_min",
+        choices=("random", "linear", "sqrt"),
+    )
+    shared_t: bool = setting(True, "Draw one timestep for all views of a step instead of one per view")
+    reduction: str = setting("mean", "grad_to_loss reduction: sum / views (threestudio), element mean / views "
+                             "(SDI, JSD), or total sum (LucidDreamer)", choices=("sum", "mean", "total"))
+    inversion_guidance_scale: float = setting(-13.5, "Guidance scale of the inversion's predictions (negative: "
+                                              "away from the prompt)", lo=-1000, hi=1000)
+    inversion_steps: int = setting(10, "Inversion grid: levels every 1000 / n timesteps below t", lo=1, hi=1000)
+    inversion_eta: float = setting(0.3, "Noise added after each inversion step, times DDIM's sigma", lo=0, hi=10)
+    inversion_jitter: int = setting(100, "The inversion ends at t + U{0 .. jitter-1} (0 = exactly at t)",
+                                    lo=0, hi=999)
+    k: float = setting(1.0, "Weight of the minority (re-noised) target; 0 turns it off", lo=0, hi=1e6)
+    warmup: float = setting(0.0, "The minority target starts at this fraction of the stage", lo=0, hi=1)
+    reference_start: bool = setting(False, "Parity: start the inversion grid one grid step below timestep 1 "
+                                    "(-99 for 10 steps) as the reference code does; the prior must accept "
+                                    "negative timesteps")
+    reference_denoise_level: bool = setting(False, "Parity: denoise the inverted latent as if it were at level t "
+                                            "rather than at the level the inversion reached")
+
+
+@dataclass
+class StableDreamerConfig(MethodConfig):
+    """StableDreamer's form of SDS: L2 to the denoised pseudo ground truth with the exact weight conversion
+    w_L2 = w_SDS alpha_t / sigma_t (METHODS.md §2.7)."""
+
+    name: str = "stabledreamer"
+    weighting: str = setting("sds", "w_SDS(t) that the L2 weight is converted from: sds = 1 - abar_t (w_L2 = "
+                             "alpha_t sigma_t), uniform = 1, fantasia3d = alpha_t sigma_t^2, inverse_sqrt_snr = "
+                             "sigma_t / alpha_t (w_L2 = 1)",
+                             choices=("sds", "uniform", "fantasia3d", "inverse_sqrt_snr"))
+
+
 METHOD_CONFIGS: dict[str, type[MethodConfig]] = {
     "sds": SDSConfig,
+    "ism": ISMConfig,
+    "jsd": JSDConfig,
+    "stabledreamer": StableDreamerConfig,
 }
 
 

@@ -13,17 +13,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from backend.config import (
+    PRIOR_CONFIGS,
     AdversarialConfig,
     CameraConfig,
     DMTetConfig,
     GaussiansConfig,
+    ISMConfig,
     JobConfig,
+    JSDConfig,
     NeRFConfig,
     OptimConfig,
     OutputConfig,
+    PriorConfig,
     ReferencePriorConfig,
     RegularisersConfig,
     SDSConfig,
+    StableDreamerConfig,
     StageConfig,
     validate,
 )
@@ -281,6 +286,243 @@ def _full_presets() -> list[Preset]:
     ]
 
 
+# ---------------------------------------------------------------------------------------------- ISM, JSD, StableDreamer
+# Full presets take their prior as an argument: they need the Stable Diffusion / DeepFloyd IF priors
+# (`PRIOR_CONFIGS["stable-diffusion"]`, `["deepfloyd-if"]`) and are registered below only when those exist.
+# Quick variants run the same recipe on the reference prior with the CPU demo's Gaussians and cameras; the
+# reference prior is exact, so they use the demo's modest guidance (3) instead of the papers' scales.
+
+
+def _quick_gaussians(**changes: float) -> GaussiansConfig:
+    """The CPU demo's Gaussians (gaussian-sds-quick), with changes."""
+    g = GaussiansConfig(
+        init="ball", init_count=2000, init_radius=0.45, position_lr=2e-3, position_lr_final=2e-4,
+        color_lr=0.01, opacity_lr=0.05, scaling_lr=5e-3, rotation_lr=1e-3,
+        densify_from=0.05, densify_until=0.7, densify_every=100, densify_grad_threshold=0.01,
+        percent_dense=0.01, min_opacity=0.01, prune_scale=0.2, max_count=8000,
+    )
+    for k, v in changes.items():
+        setattr(g, k, v)
+    return g
+
+
+def _quick_output() -> OutputConfig:
+    return OutputConfig(preview_every=200, snapshot_every=100, checkpoint_every=200, turntable_frames=24)
+
+
+def luciddreamer_job(prior: PriorConfig) -> JobConfig:
+    """LucidDreamer (METHODS.md §2.4, §3.1, §4): ISM on 3DGS, 5000 steps, 4 views at 512^2 sharing one t.
+
+    Cameras: LucidDreamer's frame is z-up with the front camera on +y, ours z-up with the front on -y; azimuths
+    from the front are the same, so elevation -15..45 and azimuth +-180 carry over. Its progressive camera
+    relaxation (radius 5.2..5.5 x0.95 every 500 steps down to 3.5..5.0; FoV lower bound 0.32 rad x0.75 every 500
+    steps down to 0.16) is not reproduced: the sampler draws from the union of those ranges for the whole run,
+    radius 3.5..5.5 and FoV 0.16..0.60 rad (9.17..34.38 deg). Densification: steps 100..3000 every 100 with
+    opacity resets every 300, tau_g 7.5e-4, percent_dense 0.003 of extent 3.5, prune below opacity 0.005 or
+    above 0.35 world units; learning rates are the reference's effective ones (xyz 5.6e-4 -> 5.6e-6; the
+    colour, scale and rotation decays are not reproduced: their start values are kept). Densification
+    statistics average all 4 views (the reference keeps only the last view's)."""
+    return JobConfig(
+        prompt="a blue mug",
+        preset="luciddreamer",
+        stages=[StageConfig(
+            name="ism",
+            steps=5000,
+            prior=prior,
+            method=ISMConfig(guidance_scale=7.5, t_min=0.02, t_max=[0.0, 0.98, 0.5, 0.3], shared_t=True,
+                             delta_t=[0.0, 100.0, 50.0, 0.3], inversion_stride=200, inversion_max_steps=5,
+                             offset_noise=0.1, depth_prob=0.2, flip_prob=0.5, weight=0.1, reduction="total",
+                             tv_disparity=1.0),
+            representation=GaussiansConfig(
+                init="ball", init_count=100_000, init_radius=0.5, init_opacity=0.1, sh_degree=0, extent=3.5,
+                position_lr=5.6e-4, position_lr_final=5.6e-6, color_lr=5e-3, opacity_lr=0.05, scaling_lr=5e-3,
+                rotation_lr=1e-3, densify_from=0.02, densify_until=0.6, densify_every=100,
+                densify_grad_threshold=7.5e-4, percent_dense=0.003, min_opacity=0.005, prune_scale=0.1,
+                opacity_reset_every=300, max_count=1_000_000,
+            ),
+            background="white",
+            random_background_prob=0.66,
+            camera=CameraConfig(elevation_range=[-15.0, 45.0], azimuth_range=[-180.0, 180.0],
+                                distance_range=[3.5, 5.5], fovy_range=[9.17, 34.38],
+                                elevation_sampling="uniform_angle", stratified_azimuth=False, views=4,
+                                resolution=512),
+            regularisers=RegularisersConfig(tv_rgb=1.0, mean_scale=1.0),
+            optim=OptimConfig(betas=[0.9, 0.999], eps=1e-15),
+        )],
+        output=OutputConfig(preview_every=250, snapshot_every=100, checkpoint_every=500),
+    )
+
+
+def luciddreamer_quick() -> JobConfig:
+    """ISM on the reference prior with the CPU demo's Gaussians and cameras (1200 steps, 4 views sharing one t).
+
+    ISM's target drops the term x0 - x0_hat(x_s) of the SDS residual, assuming DDIM inversion reconstructs the
+    render (x0_hat at x_s ~ the render). The reference prior's own empirical distribution breaks that: its
+    denoiser snaps any render to its nearest reference, so the target never sees the render and ISM drifts
+    (docs/RESULTS_INVERSION.md). This preset therefore smooths the prior (`prior.data_noise` 1.0: each reference
+    a Gaussian of std-dev 1 in [-1, 1] pixel units), under which the denoiser leaves renders near the
+    references almost unchanged at low noise, as a trained network does. On that prior a wide interval does
+    best: delta_T 200 (not 100 -> 50) and t in [20, 500] for the whole run (LucidDreamer's upper bound 980 ->
+    500 ends there). Guidance 3 as in the CPU demo (7.5 did worse on a short run). Depth-guidance steps and
+    mirroring are off: the reference prior knows only colour images of objects that are not mirror-symmetric,
+    so a disparity image or a mirrored render has no meaning to it."""
+    return JobConfig(
+        prompt="a blue mug",
+        preset="luciddreamer-quick",
+        stages=[StageConfig(
+            name="ism",
+            steps=1200,
+            prior=ReferencePriorConfig(view_conditioning="prompt", data_noise=1.0),
+            method=ISMConfig(guidance_scale=3.0, t_min=0.02, t_max=0.5, shared_t=True,
+                             delta_t=200.0, inversion_stride=200, inversion_max_steps=5,
+                             offset_noise=0.1, depth_prob=0.0, flip_prob=0.0, weight=0.1, reduction="total",
+                             tv_disparity=1.0),
+            representation=_quick_gaussians(),
+            background="white",
+            random_background_prob=0.5,
+            camera=reference_cameras(views=4, resolution=64),
+            regularisers=RegularisersConfig(tv_rgb=1.0, mean_scale=1.0),
+        )],
+        output=_quick_output(),
+    )
+
+
+def _jsd_job(prior: PriorConfig, name: str, surroundings: bool, guidance: float, inversion_guidance: float
+             ) -> JobConfig:
+    return JobConfig(
+        prompt="a blue mug",
+        preset=name,
+        stages=[StageConfig(
+            name="jsd",
+            steps=10_000,
+            prior=prior,
+            method=JSDConfig(guidance_scale=guidance, inversion_guidance_scale=inversion_guidance,
+                             inversion_steps=10, inversion_eta=0.3, inversion_jitter=100, k=1.0, warmup=0.0,
+                             t_min=0.25, t_max=0.98, t_sampling="linear", shared_t=True, reduction="mean"),
+            representation=GaussiansConfig(init="ball", init_count=20_000, init_radius=0.5),
+            background="white",
+            random_background_prob=0.5 if surroundings else 0.0,
+            camera=CameraConfig(elevation_range=[-10.0, 45.0], distance_range=[1.0, 1.5], fovy_range=[40.0, 70.0],
+                                elevation_sampling="mixed", stratified_azimuth=True, views=1, resolution=256,
+                                resolution_final=512, resolution_switch=0.2),
+            regularisers=RegularisersConfig(opacity_sparsity=[0.0, 0.15, 0.0, 0.3], opacity_entropy=0.1),
+            optim=OptimConfig(betas=[0.9, 0.99], eps=1e-15),
+        )],
+        output=OutputConfig(preview_every=500, snapshot_every=200, checkpoint_every=1000),
+    )
+
+
+def jsd_job(prior: PriorConfig, perp_neg: bool = True) -> JobConfig:
+    """JSD as its public code runs it (METHODS.md §2.5), on 3D Gaussians: 10 000 steps, one view, 256^2 then
+    512^2 from 20%, t falling 980 -> 250, inversion grid of 10 with eta 0.3 and jitter 0..99, k = 1. Guidance
+    13.5 / -13.5 in this project's form are the reference's values with Perp-Neg on (Perp-Neg is an option of
+    the prior); without Perp-Neg the reference guides with eps_c + s (eps_c - eps_u), s = 7.5 / -7.5, which is
+    8.5 / -6.5 here. The reference optimises a NeRF: this preset runs on Gaussians until the NeRF
+    representation arrives, so its NeRF regularisers map to what a Gaussian render has (sparsity [0.15 -> 0 by
+    30%] and opacity entropy 0.1 as threestudio's opaque loss); orientation, convexity and z-variance need
+    normals or per-ray depth variance and are left out."""
+    guidance, inversion = (13.5, -13.5) if perp_neg else (8.5, -6.5)
+    return _jsd_job(prior, "jsd", False, guidance, inversion)
+
+
+def jsd_surroundings_job(prior: PriorConfig, perp_neg: bool = True) -> JobConfig:
+    """The "surroundings" variant of `jsd`: random solid backgrounds with probability 0.5. The reference also
+    learns an environment map behind the object (a 4-level hash grid); the engine composites only solid
+    colours, so that part is missing until a learned background module exists."""
+    guidance, inversion = (13.5, -13.5) if perp_neg else (8.5, -6.5)
+    return _jsd_job(prior, "jsd-surroundings", True, guidance, inversion)
+
+
+def _jsd_quick(name: str, random_background_prob: float) -> JobConfig:
+    return JobConfig(
+        prompt="a blue mug",
+        preset=name,
+        stages=[StageConfig(
+            name="jsd",
+            steps=1200,
+            prior=ReferencePriorConfig(view_conditioning="prompt"),
+            method=JSDConfig(guidance_scale=3.0, inversion_guidance_scale=-3.0, inversion_steps=5,
+                             inversion_eta=0.3, inversion_jitter=100, k=1.0, warmup=0.0, t_min=0.25, t_max=0.98,
+                             t_sampling="linear", shared_t=True, reduction="mean"),
+            representation=_quick_gaussians(),
+            background="white",
+            random_background_prob=random_background_prob,
+            camera=reference_cameras(views=4, resolution=64),
+            regularisers=RegularisersConfig(),
+        )],
+        output=_quick_output(),
+    )
+
+
+def jsd_quick() -> JobConfig:
+    """JSD on the reference prior: the demo's Gaussians and 4 views, t 980 -> 250, a 5-level inversion grid (the
+    reference has 10; halved for the CPU), guidance 3 / -3, white background. The NeRF regularisers of `jsd`
+    are off (they are tuned for a density field, and the quick recipe keeps only the update rule)."""
+    return _jsd_quick("jsd-quick", 0.0)
+
+
+def jsd_surroundings_quick() -> JobConfig:
+    """jsd-quick with random solid backgrounds half of the time (the learned environment map is missing)."""
+    return _jsd_quick("jsd-surroundings-quick", 0.5)
+
+
+def _stabledreamer_stages(pixel_prior: PriorConfig, latent_prior: PriorConfig, steps: int, quick: bool
+                          ) -> list[StageConfig]:
+    half = steps // 2
+    regs = RegularisersConfig(mean_scale=1.0, tv_rgb=1.0, opacity_sparsity=0.01)
+    if quick:
+        cams1 = reference_cameras(views=4, resolution=64)
+        cams2 = reference_cameras(views=4, resolution=64)
+        rep1 = _quick_gaussians()
+        rep2 = _quick_gaussians(position_lr=5e-4, position_lr_final=2e-4)
+        cfg1, cfg2 = 3.0, 3.0
+    else:
+        cams1 = CameraConfig(elevation_range=[-10.0, 45.0], distance_range=[1.5, 2.0], fovy_range=[40.0, 70.0],
+                             views=4, resolution=64)
+        cams2 = CameraConfig(elevation_range=[-10.0, 45.0], distance_range=[1.5, 2.0], fovy_range=[40.0, 70.0],
+                             views=4, resolution=512)
+        rep1 = GaussiansConfig(init="ball", init_count=20_000, init_radius=0.5, max_count=500_000)
+        rep2 = GaussiansConfig(init="ball", init_count=20_000, init_radius=0.5, max_count=500_000,
+                               position_lr=4e-4, position_lr_final=1.6e-5)
+        cfg1, cfg2 = 21.0, 100.0
+    return [
+        StageConfig(
+            name="pixel", steps=half, prior=pixel_prior,
+            # C: shrinking-uniform t, t_max 0.98 -> 0.5 over the stage.
+            method=StableDreamerConfig(guidance_scale=cfg1, weighting="sds", t_min=0.02,
+                                       t_max=[0.0, 0.98, 0.5, 1.0], t_sampling="random"),
+            representation=rep1, background="white", random_background_prob=0.5, camera=cams1, regularisers=regs,
+        ),
+        StageConfig(
+            name="latent", steps=steps - half, prior=latent_prior,
+            # A restricted to 500 -> 20: deterministic linear annealing.
+            method=StableDreamerConfig(guidance_scale=cfg2, weighting="sds", t_min=0.02, t_max=0.5,
+                                       t_sampling="linear"),
+            representation=rep2, background="white", random_background_prob=0.5, camera=cams2, regularisers=regs,
+        ),
+    ]
+
+
+def stabledreamer_job(pixel_prior: PriorConfig, latent_prior: PriorConfig) -> JobConfig:
+    """StableDreamer (METHODS.md §2.7): SDS as L2 to the denoised image (w_L2 = alpha_t sigma_t), anisotropic
+    Gaussians, stage 1 on a pixel prior (IF stage I, 64^2, guidance 21, shrinking-uniform t 0.98 -> 0.5) then
+    stage 2 on a latent prior (SD 2.1-base, 512^2, guidance 100, t falling 500 -> 20), half the steps each, a
+    lower position learning rate in stage 2. The paper publishes no numbers: all are inferred."""
+    return JobConfig(prompt="a blue mug", preset="stabledreamer",
+                     stages=_stabledreamer_stages(pixel_prior, latent_prior, 4000, quick=False),
+                     output=OutputConfig(preview_every=250, snapshot_every=100, checkpoint_every=500))
+
+
+def stabledreamer_quick() -> JobConfig:
+    """StableDreamer's two stages on the reference prior (its pixel space stands in for both the pixel prior of
+    stage 1 and the latent prior of stage 2, so the stages differ in their timestep annealing and position
+    learning rate): 600 + 600 steps with the CPU demo's Gaussians and cameras."""
+    prior = ReferencePriorConfig(view_conditioning="prompt")
+    return JobConfig(prompt="a blue mug", preset="stabledreamer-quick",
+                     stages=_stabledreamer_stages(prior, copy.deepcopy(prior), 1200, quick=True),
+                     output=_quick_output())
+
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
@@ -292,9 +534,40 @@ PRESETS: dict[str, Preset] = {
                "Magic3D-style coarse to fine (METHODS.md §3.2, §3.3)", False, magic3d_quick),
         Preset("real3d-quick", "Real3D: one field, volume and mesh renders, SDS + adversarial term, Adan "
                "(reference prior, CPU)", "Real3D (METHODS.md §2.8)", False, real3d_quick),
+        Preset("luciddreamer-quick", "ISM (LucidDreamer) on 3D Gaussians with the reference prior (CPU, minutes)",
+               "LucidDreamer's interval score matching (METHODS.md §2.4) on 3DGS (§3.1)", False,
+               luciddreamer_quick),
+        Preset("jsd-quick", "JSD on 3D Gaussians with the reference prior (CPU, minutes; the NeRF variant "
+               "arrives with NeRF)", "jsddreamer's public code (METHODS.md §2.5), its bugs fixed", False, jsd_quick),
+        Preset("jsd-surroundings-quick", "jsd-quick with random solid backgrounds (the learned environment map is "
+               "not built yet)", "jsddreamer's surroundings config (METHODS.md §2.5)", False,
+               jsd_surroundings_quick),
+        Preset("stabledreamer-quick", "StableDreamer's L2-to-denoised SDS in two annealed stages, both on the "
+               "reference prior (CPU, minutes)", "StableDreamer (METHODS.md §2.7), numbers inferred", False,
+               stabledreamer_quick),
         *_full_presets(),
     ]
 }
+
+# Full presets on the real priors, registered once their prior configs exist.
+if "stable-diffusion" in PRIOR_CONFIGS:
+    _SD = PRIOR_CONFIGS["stable-diffusion"]
+    PRESETS["luciddreamer"] = Preset(
+        "luciddreamer", "ISM (LucidDreamer) on 3D Gaussians with Stable Diffusion (GPU)",
+        "LucidDreamer (METHODS.md §2.4, §3.1, §4)", True, lambda: luciddreamer_job(_SD()))
+    PRESETS["jsd"] = Preset(
+        "jsd", "JSD on 3D Gaussians with Stable Diffusion (GPU; the NeRF variant arrives with NeRF)",
+        "jsddreamer's public code (METHODS.md §2.5), its bugs fixed", True,
+        lambda: jsd_job(_SD(), perp_neg=False))
+    PRESETS["jsd-surroundings"] = Preset(
+        "jsd-surroundings", "jsd with random solid backgrounds (GPU; learned environment map not built yet)",
+        "jsddreamer's surroundings config (METHODS.md §2.5)", True,
+        lambda: jsd_surroundings_job(_SD(), perp_neg=False))
+    if "deepfloyd-if" in PRIOR_CONFIGS:
+        _IF = PRIOR_CONFIGS["deepfloyd-if"]
+        PRESETS["stabledreamer"] = Preset(
+            "stabledreamer", "StableDreamer: DeepFloyd IF stage then Stable Diffusion stage on 3D Gaussians (GPU)",
+            "StableDreamer (METHODS.md §2.7), numbers inferred", True, lambda: stabledreamer_job(_IF(), _SD()))
 
 
 def names() -> list[str]:

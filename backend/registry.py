@@ -15,6 +15,9 @@ PRIORS: dict[str, str] = {
 
 METHODS: dict[str, str] = {
     "sds": "backend.methods.sds:SDS",
+    "ism": "backend.methods.ism:ISM",
+    "jsd": "backend.methods.jsd:JSD",
+    "stabledreamer": "backend.methods.stabledreamer:StableDreamer",
 }
 
 REPRESENTATIONS: dict[str, str] = {

@@ -35,12 +35,15 @@ class Conditioning:
     """What `Prior.condition` returns: opaque to methods, one entry per view of the batch.
 
     `prompt`/`negative` are the plain texts; `views` the bucket names per view ("front", ...; "" when view
-    prompts are off); `data` holds the prior's own tensors (text embeddings, reference indices, ...)."""
+    prompts are off); `data` holds the prior's own tensors (text embeddings, reference indices, ...);
+    `background` [C, 3] is the solid colour the condition was made for (None when the prior ignores it), so
+    that a method can make further conditions for the same views (e.g. ISM's null condition)."""
 
     prompt: str
     negative: str
     views: list[str]
     data: dict[str, Any] = field(default_factory=dict)
+    background: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.views)
@@ -60,7 +63,12 @@ class Prior(Protocol):
 
     def condition(self, prompt: str, negative: str, cams: Cameras, background: Tensor | None = None) -> Conditioning:
         """Condition for each camera of the batch. `background` [C, 3] in [0, 1] is the solid colour the
-        renders were composited on; priors that model backgrounds themselves ignore it."""
+        renders were composited on; priors that model backgrounds themselves ignore it.
+
+        An empty `prompt` is the null condition: the empty text for every view, without view suffixes, so
+        that `predict_eps(x, t, condition("", "", cams), 1.0)` is the model's unconditional prediction
+        eps(x, t, "") (ISM inverts with it; METHODS.md §2.4). It may differ from the unconditional branch of
+        guidance, which is the negative prompt's."""
         ...
 
     def encode(self, rgb: Tensor) -> Tensor:
@@ -73,7 +81,8 @@ class Prior(Protocol):
 
     def predict_eps(self, x_t: Tensor, t: Tensor, cond: Conditioning, guidance_scale: float = 1.0) -> Tensor:
         """Guided noise prediction eps_u + s (eps_c - eps_u) at integer timesteps t [B] (any level, so DDIM
-        inversion can use it). s = 1 evaluates only the conditional branch, s = 0 only the unconditional."""
+        inversion can use it). s = 1 evaluates only the conditional branch, s = 0 only the unconditional;
+        negative s is allowed (guidance away from the prompt, JSD's inversion)."""
         ...
 
     def trainable_copy(self) -> TrainablePrior:

@@ -7,6 +7,13 @@ For the reference images x_i selected by the condition (each composited over the
     w_i = softmax_i(-|x_t - a_t x_i|^2 / (2 s_t^2)),   x0_hat = sum_i w_i x_i,
     eps_hat = (x_t - a_t x0_hat) / s_t.
 
+Smoothing (`cfg.data_noise` = tau > 0): each reference becomes a Gaussian N(x_i, tau^2 I), so with
+v_t = a_t^2 tau^2 + s_t^2 the posterior is w_i = softmax_i(-|x_t - a_t x_i|^2 / (2 v_t)) and each component's
+mean is x_i + (a_t tau^2 / v_t)(x_t - a_t x_i); altogether eps_hat = (s_t / v_t)(x_t - a_t sum_i w_i x_i). At
+noise well below tau the denoiser leaves an image near the references almost unchanged (x0_hat ~ x_t / a_t)
+instead of snapping it to its nearest reference, which is what DDIM inversion of a render needs (ISM). tau = 0
+is the empirical distribution above, exactly.
+
 Guidance: eps_u + s (eps_c - eps_u) (METHODS.md §1.2). The unconditional branch (negative prompt "") covers
 every library object in its default colours with the same per-view selection, so guidance pushes towards
 "this object" and away from "any object", as with a real text-conditioned model.
@@ -177,8 +184,11 @@ class ReferencePrior:
     def condition(self, prompt: str, negative: str, cams: Cameras,
                   background: Tensor | None = None) -> Conditioning:
         """Reference indices per view for the prompt (conditional branch) and the negative prompt
-        (unconditional branch: every object when ""), and the backgrounds [C, 3] (white when None)."""
-        parsed = parse_prompt(prompt)
+        (unconditional branch: every object when ""), and the backgrounds [C, 3] (white when None).
+
+        The empty prompt is the null condition: its conditional branch is every object in its default colours
+        with the view's selection, i.e. the same references as the unconditional branch of negative ""."""
+        parsed = parse_prompt(prompt) if prompt.strip() else None
         neg = parse_negative(negative)
         C = len(cams)
         if background is None:
@@ -190,20 +200,21 @@ class ReferencePrior:
             local, names, masses = self._interpolated_selection(cams)
         else:
             local, names = self._local_selection(cams)
-        uncond_sets = [(o, None) for o in OBJECTS] if neg is None else [tuple(neg)]
-        cond_off = self._offset(*parsed)
+        everything = [(o, None) for o in OBJECTS]
+        uncond_sets = everything if neg is None else [tuple(neg)]
+        cond_offs = [self._offset(*s) for s in (everything if parsed is None else [tuple(parsed)])]
         unc_offs = [self._offset(*s) for s in uncond_sets]
-        cond_index = [(cond_off + l).to(self.device) for l in local]
+        cond_index = [torch.cat([o + l for o in cond_offs]).to(self.device) for l in local]
         uncond_index = [torch.cat([o + l for o in unc_offs]).to(self.device) for l in local]
         return Conditioning(prompt, negative, names, data={
-            "object": parsed.obj, "colour": parsed.colour,
+            "object": None if parsed is None else parsed.obj, "colour": None if parsed is None else parsed.colour,
             "negative_object": None if neg is None else neg.obj,
             "cond_index": cond_index, "uncond_index": uncond_index,
             "background": background.to(self.device, torch.float64),
             # Log prior masses of the selected references (interpolated embedding), per view and branch.
-            "cond_log_mass": None if masses is None else [m.to(self.device) for m in masses],
+            "cond_log_mass": None if masses is None else [m.repeat(len(cond_offs)).to(self.device) for m in masses],
             "uncond_log_mass": None if masses is None else [m.repeat(len(unc_offs)).to(self.device) for m in masses],
-        })
+        }, background=background)
 
     def references(self, cond: Conditioning, view: int, branch: str = "cond") -> Tensor:
         """The selected references of one view composited over its background, in the prior's space
@@ -244,8 +255,13 @@ class ReferencePrior:
         assert t.shape == (B,), f"t {tuple(t.shape)}, expected ({B},)"
         assert len(cond) == B, f"condition has {len(cond)} views but x_t has {B}"
         S, N = self._support.numel(), self._Y.shape[0]
-        abar = self._abar[t.to(self.device).long()]
+        t = t.to(self.device).long()
+        if bool((t < 0).any()) or bool((t >= self.num_train_timesteps).any()):
+            raise ValueError(f"the reference prior has noise levels only for timesteps 0.."
+                             f"{self.num_train_timesteps - 1}, got {t.tolist()}")
+        abar = self._abar[t]
         a, s = abar.sqrt(), (1.0 - abar).sqrt()  # [B]
+        var = a * a * self.cfg.data_noise**2 + s * s  # v_t: s_t^2 for the unsmoothed empirical distribution
         bg = cond.data["background"]  # [B, 3] float64
         x = x_t.to(self.device, torch.float64).reshape(B, 3, RES * RES)
         z = x - (a[:, None] * (2 * bg - 1))[:, :, None]  # x_t - a * background image
@@ -262,7 +278,7 @@ class ReferencePrior:
         zy = 2.0 * G  # z . y_i
         yy = 4.0 * (self._pp[union][None] - 2.0 * bg @ self._pa[union].T
                     + (bg * bg).sum(1, keepdim=True) * self._aa[union][None])  # |y_i|^2, [B, U]
-        logits = (a[:, None] * zy - 0.5 * (a * a)[:, None] * yy) / (s * s)[:, None]
+        logits = (a[:, None] * zy - 0.5 * (a * a)[:, None] * yy) / var[:, None]
 
         weights = []
         for br, lst in zip(branches, index_lists, strict=True):
@@ -294,7 +310,8 @@ class ReferencePrior:
         eps_all = z.repeat(len(branches), 1, 1)
         ar, sr = a.repeat(len(branches)), s.repeat(len(branches))
         eps_all[:, :, self._support] -= ar[:, None, None] * ysum
-        eps_all = (eps_all / sr[:, None, None]).view(len(branches), B, 3, RES, RES)
+        scale = 1.0 / sr if self.cfg.data_noise == 0 else sr / var.repeat(len(branches))  # s / v, = 1 / s at tau 0
+        eps_all = (eps_all * scale[:, None, None]).view(len(branches), B, 3, RES, RES)
         return W, union, list(eps_all)
 
     def predict_eps(self, x_t: Tensor, t: Tensor, cond: Conditioning, guidance_scale: float = 1.0) -> Tensor:
