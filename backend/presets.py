@@ -537,10 +537,10 @@ PRESETS: dict[str, Preset] = {
         Preset("luciddreamer-quick", "ISM (LucidDreamer) on 3D Gaussians with the reference prior (CPU, minutes)",
                "LucidDreamer's interval score matching (METHODS.md §2.4) on 3DGS (§3.1)", False,
                luciddreamer_quick),
-        Preset("jsd-quick", "JSD on 3D Gaussians with the reference prior (CPU, minutes; the NeRF variant "
-               "arrives with NeRF)", "jsddreamer's public code (METHODS.md §2.5), its bugs fixed", False, jsd_quick),
-        Preset("jsd-surroundings-quick", "jsd-quick with random solid backgrounds (the learned environment map is "
-               "not built yet)", "jsddreamer's surroundings config (METHODS.md §2.5)", False,
+        Preset("jsd-quick", "JSD on 3D Gaussians with the reference prior (CPU, minutes)",
+               "jsddreamer's public code (METHODS.md §2.5), its bugs fixed", False, jsd_quick),
+        Preset("jsd-surroundings-quick", "jsd-quick with random solid backgrounds half of the time (the surroundings "
+               "variant)", "jsddreamer's surroundings config (METHODS.md §2.5)", False,
                jsd_surroundings_quick),
         Preset("stabledreamer-quick", "StableDreamer's L2-to-denoised SDS in two annealed stages, both on the "
                "reference prior (CPU, minutes)", "StableDreamer (METHODS.md §2.7), numbers inferred", False,
@@ -556,11 +556,11 @@ if "stable-diffusion" in PRIOR_CONFIGS:
         "luciddreamer", "ISM (LucidDreamer) on 3D Gaussians with Stable Diffusion (GPU)",
         "LucidDreamer (METHODS.md §2.4, §3.1, §4)", True, lambda: luciddreamer_job(_SD()))
     PRESETS["jsd"] = Preset(
-        "jsd", "JSD on 3D Gaussians with Stable Diffusion (GPU; the NeRF variant arrives with NeRF)",
+        "jsd", "JSD on 3D Gaussians with Stable Diffusion (GPU)",
         "jsddreamer's public code (METHODS.md §2.5), its bugs fixed", True,
         lambda: jsd_job(_SD(), perp_neg=False))
     PRESETS["jsd-surroundings"] = Preset(
-        "jsd-surroundings", "jsd with random solid backgrounds (GPU; learned environment map not built yet)",
+        "jsd-surroundings", "jsd with random solid backgrounds half of the time (GPU)",
         "jsddreamer's surroundings config (METHODS.md §2.5)", True,
         lambda: jsd_surroundings_job(_SD(), perp_neg=False))
     if "deepfloyd-if" in PRIOR_CONFIGS:
