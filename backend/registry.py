@@ -11,10 +11,15 @@ from typing import Any
 
 PRIORS: dict[str, str] = {
     "reference": "backend.priors.reference.prior:ReferencePrior",
+    "stable-diffusion": "backend.priors.stable_diffusion:StableDiffusionPrior",
+    "deepfloyd-if": "backend.priors.deepfloyd_if:DeepFloydIFPrior",
 }
 
 METHODS: dict[str, str] = {
     "sds": "backend.methods.sds:SDS",
+    "vsd": "backend.methods.vsd:VSD",
+    "esd": "backend.methods.esd:ESD",
+    "asd": "backend.methods.asd:ASD",
 }
 
 REPRESENTATIONS: dict[str, str] = {
