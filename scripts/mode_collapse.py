@@ -70,22 +70,29 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=400, help="steps per run (the quick presets use 1200)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", type=Path, default=None, help="append every run here (JSON lines); resume from it")
+    p.add_argument("--shard", default="0/1", metavar="K/N",
+                   help="run only every N-th run of the list, starting at K (parallel processes sharing --json)")
     args = p.parse_args()
+    try:
+        shard, shards = (int(v) for v in args.shard.split("/"))
+        assert 0 <= shard < shards
+    except (ValueError, AssertionError):
+        p.error(f"--shard must be K/N with 0 <= K < N, got {args.shard!r}")
     rows: list[dict] = []
     if args.json and args.json.exists():
         rows = [json.loads(line) for line in args.json.read_text().splitlines() if line.strip()]
         rows = [r for r in rows if r["steps"] == args.steps]
-    for obj in args.objects:
-        for seed in args.seeds:
-            for method in args.methods:
-                if any(r["method"] == method and r["object"] == obj and r["seed"] == seed for r in rows):
-                    continue
-                row = run_one(method, obj, seed, args.steps, args.sets)
-                rows.append(row)
-                print(json.dumps(row), file=sys.stderr, flush=True)
-                if args.json:
-                    with open(args.json, "a") as f:
-                        f.write(json.dumps(row) + "\n")
+    todo = [(obj, seed, method) for obj in args.objects for seed in args.seeds for method in args.methods]
+    for index, (obj, seed, method) in enumerate(todo):
+        done = any(r["method"] == method and r["object"] == obj and r["seed"] == seed for r in rows)
+        if done or index % shards != shard:
+            continue
+        row = run_one(method, obj, seed, args.steps, args.sets)
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(row) + "\n")
     rows = [r for r in rows if r["method"] in args.methods and r["object"] in args.objects and r["seed"] in args.seeds]
     print(table(rows, args.methods, args.objects))
     return 0

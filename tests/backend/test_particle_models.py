@@ -161,6 +161,22 @@ def test_camera_dropout_is_one_coin_per_step(ref):
         assert lo <= dropped <= hi, (p_drop, dropped)
 
 
+def test_dropped_camera_is_what_the_particle_model_trains_on(ref):
+    """End to end through phi's loss: a dropped camera is the null camera, so the camera MLP's input layer gets no
+    gradient (its input is zero); with the camera kept it does (phi perturbed so gradients reach its inner
+    layers: at initialisation the zero output layers block them)."""
+    cams = _cams(2, 64)
+    z = torch.rand(2, 3, 64, 64) * 2 - 1
+    cond = ref.condition(PROMPT, NEG, cams)
+    for p_drop in (1.0, 0.0):
+        vsd = _perturbed(VSD(VSDConfig(camera_dropout=p_drop), ref, 10, torch.Generator().manual_seed(4)))
+        vsd.particle_loss(z, cond, camera_vectors(cams)).backward()
+        assert vsd.last_camera_dropped == (p_drop == 1.0)
+        grad = vsd.phi.net.camera_mlp[0].weight.grad
+        assert grad is not None
+        assert (grad.abs().max() == 0) == (p_drop == 1.0), (p_drop, grad.abs().max())
+
+
 def _perturbed(method):
     """Make phi's camera matter (trained parameters are not zero), identically for every method built alike."""
     g = torch.Generator().manual_seed(5)
