@@ -1,4 +1,4 @@
-"""`distillery`: generate | presets | evaluate | bench | serve.
+"""`distillery`: generate | presets | evaluate | bench | serve | models.
 
 Exit codes: 0 success, 1 the job failed (diverged, internal error), 2 bad input (unknown option, setting,
 preset or prompt), 130 interrupted.
@@ -51,8 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     _job_args(b)
     b.set_defaults(steps=40)
     b.add_argument("--warmup", type=int, default=5, help="steps left out of the medians")
+    b.add_argument("--random-prior", metavar="ARCH", default=None,
+                   help="replace every diffusers prior (and particle model) by random weights of ARCH, e.g. "
+                        "sd21-base: the full-size architecture's timing without a download")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     _serve_args(sub)
+
+    m = sub.add_parser("models", help="list the diffusion models in the local cache and what each preset needs; "
+                                      "`models download NAME` fetches one")
+    m.add_argument("action", nargs="?", choices=("list", "download"), default="list")
+    m.add_argument("name", nargs="?", help="short name (sd21-base, sd21, if-i-xl) or a Hugging Face model id")
+    m.add_argument("--variant", choices=("fp16",), default=None, help="download only the fp16 weights (half size)")
+    m.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
 
@@ -177,7 +187,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
     if args.name is None:
         rows = [{"name": p.name, "gpu": p.needs_gpu, "steps": presets.get(p.name).total_steps,
-                 "summary": p.summary, "source": p.source} for p in presets.PRESETS.values()]
+                 "summary": p.summary, "source": p.source, "notes": p.notes} for p in presets.PRESETS.values()]
         if args.json:
             print(json.dumps(rows, indent=1))
             return EXIT_OK
@@ -191,7 +201,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([i.to_json() for i in infos], indent=1))
         return EXIT_OK
-    print(f"{args.name}: {presets.PRESETS[args.name].summary}\n")
+    print(f"{args.name}: {presets.PRESETS[args.name].summary}")
+    if presets.PRESETS[args.name].notes:
+        print(f"note: {presets.PRESETS[args.name].notes}")
+    print()
     for i in infos:
         value = json.dumps(i.default) if not isinstance(i.default, str) else i.default
         unit = f" {i.unit}" if i.unit else ""
@@ -271,6 +284,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from backend.engine.loop import Timings, run_job
 
     cfg = _build_config(args, args.prompt)
+    if args.random_prior:
+        cfg = _with_random_prior(cfg, args.random_prior)
     cfg = apply_overrides(cfg, {"output.preview_every": 0, "output.snapshot_every": 0,
                                 "output.checkpoint_every": 0, "output.turntable_frames": 0,
                                 "output.evaluate": False})
@@ -329,8 +344,70 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
+def _with_random_prior(cfg: Any, arch: str) -> Any:
+    """`bench --random-prior ARCH`: random weights of ARCH for every diffusers prior and particle model."""
+    from backend.config import apply_overrides
+    from backend.priors.architectures import ARCHITECTURES
+
+    if arch not in ARCHITECTURES:
+        raise UsageError(f"--random-prior {arch!r}: unknown architecture (allowed: {', '.join(ARCHITECTURES)})")
+    sets: dict[str, Any] = {}
+    for i, st in enumerate(cfg.stages):
+        if hasattr(st.prior, "model"):
+            sets[f"stages.{i}.prior.model"] = f"random:{arch}"
+        if getattr(st.method, "particle_model", ""):
+            sets[f"stages.{i}.method.particle_model"] = f"random:{arch}"
+    if not sets:
+        raise UsageError(f"--random-prior: preset {cfg.preset} uses no diffusers prior")
+    return apply_overrides(cfg, sets)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from backend import presets
+    from backend.priors import hub
+
+    if args.action == "download":
+        if not args.name:
+            raise UsageError(f"models download NAME: name one of {', '.join(hub.KNOWN_MODELS)} or a model id")
+        print(f"downloading {hub.repo_id_of(args.name)} into {hub.hf_cache_dir()}", file=sys.stderr)
+        try:
+            path = hub.download(args.name, variant=args.variant)
+        except RuntimeError as exc:
+            print(f"distillery models: error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"{args.name}: ready in {path}")
+        return EXIT_OK
+    needs = hub.models_needed((n, presets.get(n)) for n in presets.names())
+    rows = []
+    names = list(hub.KNOWN_MODELS) + [m for m in sorted(needs) if hub.short_name(m) not in hub.KNOWN_MODELS]
+    for name in names:
+        known = hub.KNOWN_MODELS.get(name)
+        model = known.repo_id if known else name
+        st = hub.model_status(model, known.kind if known else "stable-diffusion")
+        users = sorted(needs.get(model, set()) | needs.get(name, set()))
+        rows.append({**st, "name": hub.short_name(model), "needed_by": users,
+                     "summary": known.summary if known else "", "download_gb": known.size_gb if known else None})
+    known_repos = {r["repo_id"] for r in rows}
+    others = [r for r in hub.cached_repos() if r not in known_repos]
+    if args.json:
+        print(json.dumps({"cache": str(hub.hf_cache_dir()), "offline": hub.is_offline(), "models": rows,
+                          "other_cached": others}, indent=1))
+        return EXIT_OK
+    print(f"Hugging Face cache: {hub.hf_cache_dir()}{' (offline)' if hub.is_offline() else ''}")
+    for r in rows:
+        state = f"cached, {r['size_bytes'] / 1e9:.1f} GB" if r["available"] else "missing"
+        need = ", ".join(r["needed_by"]) or "no preset"
+        print(f"  {r['name']:12s} {r['repo_id']:42s} {state:18s} needed by: {need}")
+        if not r["available"]:
+            print(f"  {'':12s} fetch with: distillery models download {r['name']}"
+                  + (f" (about {r['download_gb']:g} GB)" if r["download_gb"] else ""))
+    if others:
+        print("other cached models: " + ", ".join(others))
+    return EXIT_OK
+
+
 COMMANDS = {"generate": cmd_generate, "presets": cmd_presets, "evaluate": cmd_evaluate, "bench": cmd_bench,
-            "serve": cmd_serve}
+            "serve": cmd_serve, "models": cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,6 +423,13 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ConfigError, UnknownPromptError) as exc:
         print(f"distillery {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RuntimeError as exc:
+        from backend.priors.hub import ModelNotFoundError
+
+        if isinstance(exc, ModelNotFoundError):
+            print(f"distillery {args.command}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
         return EXIT_INTERRUPTED

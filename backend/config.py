@@ -74,8 +74,50 @@ class ReferencePriorConfig(PriorConfig):
         lo=0, hi=2)
 
 
+@dataclass
+class DiffusersPriorConfig(PriorConfig):
+    """Settings every diffusers prior (Stable Diffusion, DeepFloyd IF) shares: where the weights come from, the
+    precision and the memory options (docs/PRIORS.md)."""
+
+    name: str = "diffusers"
+    model: str = setting("", "Hugging Face model id, a local folder in diffusers format, or random:ARCH (random "
+                         "weights of a known architecture, no download: for timing)", kind="str", advanced=False)
+    dtype: str = setting("auto", "Weight precision: auto = fp16 on CUDA and fp32 on the CPU",
+                         choices=("auto", "fp16", "bf16", "fp32"))
+    channels_last: bool = setting(False, "Store the networks' convolution weights channels-last (faster on some GPUs)")
+    attention_slicing: bool = setting(False, "Compute attention in slices: less GPU memory, slower")
+    offload: str = setting("none", "model: keep each UNet in CPU memory and move it to the GPU only for its calls "
+                           "(for small GPUs; slower)", choices=("none", "model"))
+    perp_neg: bool = setting(False, "Perp-Neg guidance: interpolated view prompt plus perpendicular negative "
+                             "view prompts (METHODS.md §1.5); costs 4 UNet passes per view instead of 2")
+
+
+@dataclass
+class StableDiffusionPriorConfig(DiffusersPriorConfig):
+    """Stable Diffusion 1.x/2.x through diffusers (latent space, 64x64 latents from 512x512 renders)."""
+
+    name: str = "stable-diffusion"
+    model: str = setting("stabilityai/stable-diffusion-2-1-base", "Hugging Face model id, a local folder in "
+                         "diffusers format, or random:ARCH (random weights of a known architecture, no download: "
+                         "for timing)", kind="str", advanced=False)
+    image_size: int = setting(512, "Renders are resized to this square size before the VAE encoder (METHODS.md "
+                              "§1.7: 512 for SD 2.1-base, whatever the render size)", lo=8, hi=2048, unit="px")
+
+
+@dataclass
+class DeepFloydIFPriorConfig(DiffusersPriorConfig):
+    """DeepFloyd IF stage I through diffusers (pixel space, 64x64); its T5 embeddings are cached on disk."""
+
+    name: str = "deepfloyd-if"
+    model: str = setting("DeepFloyd/IF-I-XL-v1.0", "Hugging Face model id, a local folder in diffusers format, "
+                         "or random:ARCH (random weights of a known architecture, no download: for timing)",
+                         kind="str", advanced=False)
+
+
 PRIOR_CONFIGS: dict[str, type[PriorConfig]] = {
     "reference": ReferencePriorConfig,
+    "stable-diffusion": StableDiffusionPriorConfig,
+    "deepfloyd-if": DeepFloydIFPriorConfig,
 }
 
 
@@ -194,11 +236,63 @@ class StableDreamerConfig(MethodConfig):
                              choices=("sds", "uniform", "fantasia3d", "inverse_sqrt_snr"))
 
 
+@dataclass
+class VSDConfig(MethodConfig):
+    """Variational score distillation (ProlificDreamer), METHODS.md §2.2: a trainable copy of the prior (LoRA +
+    camera MLP, or a zero-initialised residual network on the reference prior) learns the renders' score."""
+
+    name: str = "vsd"
+    weighting: str = setting("sds", "w(t): sds = 1 - abar_t, uniform = 1, fantasia3d = alpha_t sigma_t^2, "
+                             "inverse_sqrt_snr = sigma_t / alpha_t",
+                             choices=("sds", "uniform", "fantasia3d", "inverse_sqrt_snr"))
+    lora_lr: float = setting(1e-4, "Learning rate of the particle model (LoRA + camera MLP)", lo=0, hi=1)
+    lora_weight_decay: float = setting(0.01, "AdamW weight decay of the particle model", lo=0, hi=1)
+    lora_betas: list = setting([0.9, 0.99], "AdamW betas of the particle model", lo=0, hi=0.99999, kind="pair")
+    lora_eps: float = setting(1e-15, "AdamW epsilon of the particle model", lo=0, hi=1)
+    lora_loss_weight: float = setting(1.0, "Weight of the particle model's denoising loss", lo=0, hi=1e6)
+    camera_dropout: float = setting(0.1, "Probability, drawn once per step, that the particle model's training "
+                                    "camera is replaced by the null camera", lo=0, hi=1)
+    lora_rank: int = setting(4, "LoRA rank r (diffusers priors)", lo=1, hi=256)
+    lora_alpha: float = setting(4.0, "LoRA alpha (scale alpha / r)", lo=0.01, hi=1024)
+    camera_init: str = setting("zero", "Camera MLP output layer: zero (the copy starts equal to the prior) or "
+                               "default (PyTorch init, as threestudio: the copy differs at step 0)",
+                               choices=("zero", "default"))
+    particle_model: str = setting("", "Base UNet of the particle model: empty = a copy of the prior's UNet, or a "
+                                  "model id / folder (ProlificDreamer: stabilityai/stable-diffusion-2-1, "
+                                  "v-prediction)", kind="str")
+    share_prior_unet: bool = setting(False, "Single-model mode: the LoRA sits on the prior's own UNet and is "
+                                     "switched off for prior passes (less memory; worse quality per threestudio)")
+
+
+@dataclass
+class ESDConfig(VSDConfig):
+    """Entropic score distillation, METHODS.md §2.3: VSD with an entropy term of weight
+    lambda = 1 - guidance_scale_lora on the renders' distribution."""
+
+    name: str = "esd"
+    guidance_scale_lora: float = setting(0.5, "s_L: the particle score is lambda eps(null camera) + (1 - lambda) "
+                                         "eps(camera) with lambda = 1 - s_L (1 = VSD)", lo=0, hi=1,
+                                         advanced=False)
+
+
+@dataclass
+class ASDConfig(VSDConfig):
+    """Adversarial score distillation (official ASD form), METHODS.md §2.6: the particle model is also a
+    discriminator pushed away from the prior's prediction with weight gamma < 0."""
+
+    name: str = "asd"
+    gamma: float = setting(-0.75, "Weight of the discriminator's push away from the prior's prediction (must be "
+                           "negative)", lo=-1, hi=-1e-6)
+
+
 METHOD_CONFIGS: dict[str, type[MethodConfig]] = {
     "sds": SDSConfig,
     "ism": ISMConfig,
     "jsd": JSDConfig,
     "stabledreamer": StableDreamerConfig,
+    "vsd": VSDConfig,
+    "esd": ESDConfig,
+    "asd": ASDConfig,
 }
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 PRIORS: dict[str, str] = {
     "reference": "backend.priors.reference.prior:ReferencePrior",
+    "stable-diffusion": "backend.priors.stable_diffusion:StableDiffusionPrior",
+    "deepfloyd-if": "backend.priors.deepfloyd_if:DeepFloydIFPrior",
 }
 
 METHODS: dict[str, str] = {
@@ -18,6 +20,9 @@ METHODS: dict[str, str] = {
     "ism": "backend.methods.ism:ISM",
     "jsd": "backend.methods.jsd:JSD",
     "stabledreamer": "backend.methods.stabledreamer:StableDreamer",
+    "vsd": "backend.methods.vsd:VSD",
+    "esd": "backend.methods.esd:ESD",
+    "asd": "backend.methods.asd:ASD",
 }
 
 REPRESENTATIONS: dict[str, str] = {

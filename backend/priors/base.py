@@ -85,21 +85,68 @@ class Prior(Protocol):
         negative s is allowed (guidance away from the prompt, JSD's inversion)."""
         ...
 
-    def trainable_copy(self) -> TrainablePrior:
+    def trainable_copy(self, options: ParticleOptions | None = None) -> TrainablePrior:
         """A trainable copy that starts equal to this prior (VSD's particle score model): a peft LoRA for
         diffusers priors, a zero-initialised residual network for the reference prior."""
         ...
 
 
+@dataclass
+class ParticleOptions:
+    """How `Prior.trainable_copy` builds the particle model (METHODS.md §2.2). `model` names another base UNet
+    ("" = the prior's own weights); `share_base` puts the adapter on the prior's own network (single-model
+    mode); `camera_init` "zero" makes the camera MLP start at zero so the copy equals its base exactly."""
+
+    rank: int = 4
+    alpha: float = 4.0
+    camera_init: str = "zero"
+    model: str = ""
+    share_base: bool = False
+
+
 @runtime_checkable
 class TrainablePrior(Protocol):
-    """The particle score model of VSD/ESD/ASD: predicts eps like its base prior, plus a camera input."""
+    """The particle score model of VSD/ESD/ASD: its base prior's network plus trainable parts and a camera
+    input. It reads the plain prompt (no view suffix) from the Conditioning. Outputs are float32."""
 
-    def parameters(self) -> Any: ...
+    prediction_type: str  # "epsilon" or "v_prediction": what `predict` returns, hence the training target
+    alphas_cumprod: Tensor  # [T] of its own schedule (equal to the prior's)
 
-    def predict_eps(self, x_t: Tensor, t: Tensor, cond: Conditioning, camera: Tensor | None) -> Tensor:
-        """eps prediction; `camera` [B, 16] flattened cam-to-world, or None/zeros for the null camera."""
+    def parameters(self) -> Any:
+        """The trainable tensors only (LoRA + camera MLP, or the residual network)."""
         ...
+
+    def predict(self, x_t: Tensor, t: Tensor, cond: Conditioning, camera: Tensor) -> Tensor:
+        """Raw output in the model's parameterisation, [B, C, h, w] float32. `camera` [B, 16] flattened
+        camera-to-world matrices; zeros are the null camera."""
+        ...
+
+    def predict_eps(self, x_t: Tensor, t: Tensor, cond: Conditioning, camera: Tensor) -> Tensor:
+        """The same prediction as eps (v -> eps converted: eps = sigma_t x_t + alpha_t v), float32."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """The trainable tensors (small: no frozen base weights)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+def camera_vectors(cams: Cameras) -> Tensor:
+    """[C, 16] camera-to-world matrices (OpenCV axes) flattened row-major: the particle model's camera input."""
+    return cams.cam_to_world.reshape(len(cams), 16).to(torch.float32)
+
+
+def v_to_eps(v: Tensor, x_t: Tensor, t: Tensor, alphas_cumprod: Tensor) -> Tensor:
+    """eps = sigma_t x_t + alpha_t v (METHODS.md §1.1)."""
+    abar = alphas_cumprod[t].to(v.dtype).view(-1, *([1] * (v.dim() - 1)))
+    return (1 - abar).sqrt() * x_t.to(v.dtype) + abar.sqrt() * v
+
+
+def v_target(eps: Tensor, x0: Tensor, t: Tensor, alphas_cumprod: Tensor) -> Tensor:
+    """v = alpha_t eps - sigma_t x0 (METHODS.md §1.1)."""
+    abar = alphas_cumprod[t].to(eps.dtype).view(-1, *([1] * (eps.dim() - 1)))
+    return abar.sqrt() * eps - (1 - abar).sqrt() * x0
 
 
 def noise_to_level(z: Tensor, noise: Tensor, t: Tensor, alphas_cumprod: Tensor) -> Tensor:

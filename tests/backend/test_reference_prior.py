@@ -294,8 +294,6 @@ def test_prior_protocol_spaces_and_schedule(priors):
     assert rgb.grad is not None and rgb.grad.abs().sum() > 0
     small = torch.rand(1, 64, 64, 3)
     assert torch.allclose(prior.decode(prior.encode(small)), small, atol=1e-6)
-    with pytest.raises(NotImplementedError, match="arrives with VSD"):
-        prior.trainable_copy()
 
 
 def test_cache_round_trips_and_recovers_from_a_corrupt_file(tmp_path, monkeypatch, caplog):

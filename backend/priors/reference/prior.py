@@ -44,7 +44,7 @@ from torch import Tensor
 
 from backend.config import ReferencePriorConfig
 from backend.core.cameras import Cameras, orbit_position
-from backend.priors.base import Conditioning, TrainablePrior, scaled_linear_alphas_cumprod
+from backend.priors.base import Conditioning, ParticleOptions, TrainablePrior, scaled_linear_alphas_cumprod
 from backend.priors.prompting import BUCKETS, interpolation_weights, view_buckets
 from backend.priors.reference.cache import (
     NUM_REFERENCES,
@@ -206,10 +206,12 @@ class ReferencePrior:
         unc_offs = [self._offset(*s) for s in uncond_sets]
         cond_index = [torch.cat([o + l for o in cond_offs]).to(self.device) for l in local]
         uncond_index = [torch.cat([o + l for o in unc_offs]).to(self.device) for l in local]
+        # The plain prompt (no view information): every reference of the object. The particle model's base.
+        plain_index = [torch.cat([o + torch.arange(NUM_REFERENCES) for o in cond_offs]).to(self.device)] * C
         return Conditioning(prompt, negative, names, data={
             "object": None if parsed is None else parsed.obj, "colour": None if parsed is None else parsed.colour,
             "negative_object": None if neg is None else neg.obj,
-            "cond_index": cond_index, "uncond_index": uncond_index,
+            "cond_index": cond_index, "uncond_index": uncond_index, "plain_index": plain_index,
             "background": background.to(self.device, torch.float64),
             # Log prior masses of the selected references (interpolated embedding), per view and branch.
             "cond_log_mass": None if masses is None else [m.repeat(len(cond_offs)).to(self.device) for m in masses],
@@ -341,5 +343,18 @@ class ReferencePrior:
         local = rows.cpu() % NUM_REFERENCES
         return self.reference_elevation[local], self.reference_azimuth[local]
 
-    def trainable_copy(self) -> TrainablePrior:
-        raise NotImplementedError("arrives with VSD")
+    def branch_eps(self, x_t: Tensor, t: Tensor, cond: Conditioning, branch: str) -> Tensor:
+        """The exact eps of one branch ("cond", "uncond" or "plain") without guidance, [B, 3, 64, 64] float32."""
+        _, _, (eps,) = self._posterior(x_t, t, cond, [branch])
+        return eps.to(torch.float32)
+
+    def trainable_copy(self, options: ParticleOptions | None = None) -> TrainablePrior:
+        """The particle model: this prior's plain-prompt denoiser plus a zero-initialised residual network with
+        camera conditioning (backend/priors/reference/particle.py); equal to the prior at initialisation."""
+        from backend.priors.reference.particle import ReferenceParticleModel
+
+        opts = options or ParticleOptions()
+        if opts.model or opts.share_base:
+            raise ValueError("the reference prior's particle model has no base model to choose or share: leave "
+                             "method.particle_model empty and method.share_prior_unet off")
+        return ReferenceParticleModel(self, opts)
