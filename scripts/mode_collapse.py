@@ -4,8 +4,8 @@ With `none` the prior cannot tell front from back, so a method that collapses on
 paint the object's front on several sides; view accuracy (docs/REFERENCE_PRIOR.md) measures that. Every run
 uses the same quick preset settings except the update rule, the same seeds and the same step budget.
 
-    .venv/bin/python scripts/mode_collapse.py --objects mug duck house --seeds 0 1 2 --steps 400 \
-        --json docs/results_vsd.jsonl > table.md
+    .venv/bin/python scripts/mode_collapse.py --objects mug duck house --seeds 0 1 2 --steps 150 \
+        --json docs/results_particle.jsonl > table.md
 
 Runs append to --json as they finish, and runs already there are skipped (the experiment can be resumed).
 """
