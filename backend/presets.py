@@ -453,8 +453,8 @@ def jsd_job(prior: PriorConfig, perp_neg: bool = True) -> JobConfig:
     512^2 from 20%, t falling 980 -> 250, inversion grid of 10 with eta 0.3 and jitter 0..99, k = 1. Guidance
     13.5 / -13.5 in this project's form are the reference's values with Perp-Neg on (Perp-Neg is an option of
     the prior); without Perp-Neg the reference guides with eps_c + s (eps_c - eps_u), s = 7.5 / -7.5, which is
-    8.5 / -6.5 here. The reference optimises a NeRF: this preset runs on Gaussians until the NeRF
-    representation arrives, so its NeRF regularisers map to what a Gaussian render has (sparsity [0.15 -> 0 by
+    8.5 / -6.5 here. The reference optimises a NeRF: this preset runs on Gaussians, so its NeRF
+    regularisers map to what a Gaussian render has (sparsity [0.15 -> 0 by
     30%] and opacity entropy 0.1 as threestudio's opaque loss); orientation, convexity and z-variance need
     normals or per-ray depth variance and are left out."""
     guidance, inversion = (13.5, -13.5) if perp_neg else (8.5, -6.5)

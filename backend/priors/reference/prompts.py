@@ -59,7 +59,8 @@ def _help(kind: str, text: str, reason: str) -> str:
         f"the reference prior does not know the {kind} {text!r} ({reason}). It knows these objects: "
         f"{', '.join(OBJECTS)}; with an optional colour: {', '.join(PALETTE)} (for example 'a blue mug', "
         f"'a red car, front view'). Arbitrary prompts need a real text-to-image model: "
-        f"--set prior.name=stable-diffusion (arrives with the Stable Diffusion prior)."
+        f"--set prior.name=stable-diffusion, or a GPU preset such as gaussian-sds (`distillery models` lists the "
+        f"weights each needs)."
     )
 
 
