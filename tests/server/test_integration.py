@@ -52,7 +52,8 @@ def test_health_and_presets(server):
     keys = {st["key"]: st for st in quick["settings"]}
     res = keys["stages.0.camera.resolution"]
     assert (res["kind"], res["lo"], res["hi"], res["default"]) == ("int", 16, 2048, 64) and res["help"]
-    assert keys["stages.0.prior.name"]["choices"] == ["reference"]
+    assert keys["stages.0.prior.name"]["choices"] == ["reference", "stable-diffusion", "deepfloyd-if"]
+    assert keys["stages.0.prior.name"]["default"] == "reference"
 
 
 def test_job_streams_to_completion_and_downloads(server, tmp_path):
