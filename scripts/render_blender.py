@@ -40,7 +40,7 @@ def main() -> None:
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
     obj = scene_sync.import_gaussian_ply(scene, str(args.asset), name=args.asset.stem)
-    scene_sync.set_display(obj, ellipsoids=True)
+    scene_sync.set_display(obj, "ellipsoids")
 
     cam = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
     scene.collection.objects.link(cam)

@@ -92,11 +92,13 @@ def test_backend_mesh_files_read(tmp_path):
 
 
 def test_sizes_are_checked_before_allocating():
-    header = b"ply\nformat binary_little_endian 1.0\nelement vertex 1000000000\nproperty float x\nend_header\n"
-    with pytest.raises(ply.PLYError, match="need 4000000000 bytes"):
+    header = b"ply\nformat binary_little_endian 1.0\nelement vertex 100000000\nproperty float x\nend_header\n"
+    with pytest.raises(ply.PLYError, match="need 400000000 bytes"):
         ply.read(header + b"\0" * 64)
+    with pytest.raises(ply.PLYError, match="declares 1000000000 rows; at most"):
+        ply.read(header.replace(b"100000000", b"1000000000") + b"\0" * 64)
     faces = (b"ply\nformat binary_little_endian 1.0\nelement vertex 0\nproperty float x\n"
-             b"element face 500000000\nproperty list uchar int vertex_indices\nend_header\n")
+             b"element face 200000000\nproperty list uchar int vertex_indices\nend_header\n")
     with pytest.raises(ply.PLYError, match="cannot fit"):
         ply.read(faces + b"\3" * 16)
     with pytest.raises(ply.PLYError, match="larger than"):
