@@ -232,10 +232,19 @@ def import_arrays(scene: bpy.types.Scene, arrays: dict[str, np.ndarray], name: s
     return obj
 
 
+def finish_import(scene: bpy.types.Scene, data: dict) -> str:
+    """The pump's half of an import read in a worker thread: the object from its arrays, or the reader's
+    one-line error. Returns the sentence for the panel."""
+    if "error" in data:
+        return f"import failed: {data['error']}"
+    obj = import_arrays(scene, data["payload"], data["name"])
+    return f"imported {len(obj.data.vertices)} Gaussians as {obj.name}"
+
+
 def export_gaussian_ply(obj: bpy.types.Object, path: str, apply_transform: bool = True) -> int:
     """Write a Gaussian object to a 3DGS PLY, in world space (its location, rotation and scale applied to
     positions, covariances and SH colours) unless `apply_transform` is False; returns the count."""
-    if obj.type != "MESH" or "opacity" not in obj.data.attributes:
+    if obj.type != "MESH" or not (obj.get(KIND_KEY) == "gaussians" or "opacity" in obj.data.attributes):
         raise ValueError(f"{obj.name} is not a Gaussian object (no opacity attribute)")
     if len(obj.data.vertices) == 0:
         raise ValueError(f"{obj.name} has no Gaussians to export")

@@ -65,6 +65,7 @@ def blender_render(ply: Path, png: Path, engine: str, args) -> tuple:
     import bpy
     import mathutils
     import numpy as np
+
     from addon import scene_sync
     from addon.client import convert
 
@@ -99,7 +100,7 @@ def blender_render(ply: Path, png: Path, engine: str, args) -> tuple:
         scene.eevee.taa_render_samples = args.eevee_samples
     else:
         scene.display.shading.light = "FLAT"
-        scene.display.shading.color_type = "VERTEX"  # "Attribute" in the UI
+        scene.display.shading.color_type = args.workbench_color  # VERTEX is "Attribute" in the UI
         scene.display.render_aa = "8"
     r.image_settings.file_format = "PNG"
     r.image_settings.color_mode = "RGBA"
@@ -120,7 +121,6 @@ def blender_render(ply: Path, png: Path, engine: str, args) -> tuple:
 
 
 def _dilate(m):
-    import numpy as np
 
     out = m.copy()
     out[1:] |= m[:-1]
@@ -196,12 +196,12 @@ def main() -> None:
     p.add_argument("--eevee-samples", type=int, default=16)
     p.add_argument("--transparent-bounces", type=int, default=128)
     p.add_argument("--workbench-mode", default="camera", choices=("ellipsoids", "camera", "points"))
+    p.add_argument("--workbench-color", default="VERTEX", help="Solid shading colour type (MATERIAL before)")
     p.add_argument("--addon-root", type=Path, default=ROOT, help="checkout whose addon/ to render with")
     p.add_argument("--label", default="after")
     args = p.parse_args()
     sys.path.insert(0, str(args.addon_root.resolve()))
 
-    import numpy as np
 
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
