@@ -16,11 +16,13 @@ The node group built here turns them into one of three displays, all with each G
   realised into one mesh, which EEVEE's Blended mode draws in face order.
 - **Points**: a point cloud, radius exp(mean log scale) * Size / 3; the cheapest.
 
-Colours: SH DC to display sRGB (0.5 + C0 f_dc, clamped to [0, 1], as the backend renders), then converted to
-linear with the exact sRGB curve and stored as the colour attribute `distillery_color`. Shaders emit it, so
-a render with the Standard view transform shows the backend's colours; Workbench's Solid view shows it too
-when the viewport colours by Attribute (the modifier's input mesh names it as its active colour; quads and
-points realise it on their own geometry).
+Per-Gaussian values come from client/splat.py, computed where the PLY is decoded (off the main thread) and
+stored by scene_sync: alpha, the unit quaternion, sigma, and the colour: SH DC to display sRGB (0.5 + C0 f_dc,
+clamped, as the backend renders), then to linear with the exact sRGB curve, in the colour attribute
+`distillery_color`. Shaders emit it, so a render with the Standard view transform shows the backend's
+colours. Workbench's Solid view shows it with Attribute colouring on realised geometry (the camera-facing
+quads: the mesh names it as its active colour); it cannot read instance attributes, so ellipsoids and points
+show the material's grey there.
 
 Nothing here holds `bpy` references across calls; everything is looked up by name.
 """
@@ -31,18 +33,19 @@ import math
 
 import bpy
 
+from .client import splat
+
 NODE_GROUP = "Distillery Gaussians"
-NODE_GROUP_VERSION = 5
+NODE_GROUP_VERSION = 7
 SPLAT_MATERIAL = "Distillery Splat"  # ellipsoids (instancer attributes, ray closest approach)
 FLAT_MATERIAL = "Distillery Splat Flat"  # camera-facing quads and points (geometry attributes)
 MESH_MATERIAL = "Distillery Mesh"
-COLOR_ATTRIBUTE = "distillery_color"
-ALPHA_ATTRIBUTE = "distillery_alpha"
+COLOR_ATTRIBUTE = splat.COLOR
+ALPHA_ATTRIBUTE = splat.ALPHA
 EXTENT_ATTRIBUTE = "distillery_extent"
 UV_ATTRIBUTE = "distillery_uv"
-ROTATION_ATTRIBUTE = "distillery_rotation"
-SIGMA_ATTRIBUTE = "distillery_sigma"
-SH_C0 = 0.28209479177387814
+ROTATION_ATTRIBUTE = splat.ROTATION
+SIGMA_ATTRIBUTE = splat.SIGMA
 DEFAULT_SIZE = 3.0  # sigmas: alpha at the proxy's edge is exp(-4.5) = 1.1% of the opacity
 MIN_OPACITY = 1.0 / 255.0  # the backend's rasteriser skips Gaussians below this, too
 # An ico sphere's faces lie inside its circumscribed sphere: scale it so that its inscribed sphere is the
@@ -122,21 +125,6 @@ def _split(nodes, links, vec):
     node = nodes.new("ShaderNodeSeparateXYZ")
     links.new(vec, node.inputs[0])
     return node.outputs[0], node.outputs[1], node.outputs[2]
-
-
-def _srgb_to_linear_node(nodes, links, c):
-    """The exact sRGB decoding curve on a float socket (c <= 0.04045: c / 12.92, else ((c + 0.055) / 1.055)^2.4)."""
-    low = _math(nodes, links, "DIVIDE", c, 12.92)
-    high = _math(nodes, links, "POWER", _math(nodes, links, "DIVIDE", _math(nodes, links, "ADD", c, 0.055), 1.055),
-                 2.4)
-    is_low = _math(nodes, links, "LESS_THAN", c, 0.04045)
-    return _math(nodes, links, "ADD", _math(nodes, links, "MULTIPLY", low, is_low),
-                 _math(nodes, links, "MULTIPLY", high, _math(nodes, links, "SUBTRACT", 1.0, is_low)))
-
-
-def srgb_to_linear(c: float) -> float:
-    """The same curve in Python (tests and the material's viewport colour)."""
-    return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
 
 
 # ---------------------------------------------------------------------------------------------- materials
@@ -257,13 +245,13 @@ def ensure_node_group() -> bpy.types.NodeTree:
     ng = bpy.data.node_groups.get(NODE_GROUP)
     if ng is not None and ng.get("distillery_version") == NODE_GROUP_VERSION:
         return ng
-    splat = _ensure_material(SPLAT_MATERIAL, _build_splat_material)
+    splat_mat = _ensure_material(SPLAT_MATERIAL, _build_splat_material)
     flat = _ensure_material(FLAT_MATERIAL, _build_flat_material)
     if ng is None:
         ng = bpy.data.node_groups.new(NODE_GROUP, "GeometryNodeTree")
     ng.nodes.clear()
     ng.interface.clear()
-    _build_node_group(ng, splat, flat)
+    _build_node_group(ng, splat_mat, flat)
     ng["distillery_version"] = NODE_GROUP_VERSION
     return ng
 
@@ -290,33 +278,15 @@ def _interface(ng: bpy.types.NodeTree) -> None:
     iface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
 
 
-def _build_node_group(ng: bpy.types.NodeTree, splat: bpy.types.Material, flat: bpy.types.Material) -> None:
+def _build_node_group(ng: bpy.types.NodeTree, splat_mat: bpy.types.Material, flat: bpy.types.Material) -> None:
     _interface(ng)
     n, lk = ng.nodes, ng.links
     gin, gout = n.new("NodeGroupInput"), n.new("NodeGroupOutput")
     size = gin.outputs["Size"]
 
-    # Per Gaussian: alpha = sigmoid(opacity); linear colour from the display colour 0.5 + C0 f_dc;
-    # rotation (rot_0 = w, normalised) and standard deviations sigma = exp(scale).
+    # Per Gaussian, written by scene_sync from client/splat.py (computed off the main thread): alpha, the
+    # linear colour, the unit quaternion and the standard deviations.
     geo = gin.outputs["Geometry"]
-    alpha = _math(n, lk, "DIVIDE", 1.0, _math(n, lk, "ADD", _math(
-        n, lk, "EXPONENT", _math(n, lk, "MULTIPLY", _named(n, "opacity"), -1.0)), 1.0))
-    comb = n.new("FunctionNodeCombineColor")
-    for i in range(3):
-        srgb = _math(n, lk, "MULTIPLY_ADD", _named(n, f"f_dc_{i}"), SH_C0, 0.5, clamp=True)
-        lk.new(_srgb_to_linear_node(n, lk, srgb), comb.inputs[i])
-    q = [_named(n, f"rot_{i}") for i in range(4)]
-    sq = _math(n, lk, "MULTIPLY_ADD", q[0], q[0], _math(n, lk, "MULTIPLY_ADD", q[1], q[1], _math(
-        n, lk, "MULTIPLY_ADD", q[2], q[2], _math(n, lk, "MULTIPLY", q[3], q[3]))))
-    norm = _math(n, lk, "MAXIMUM", _math(n, lk, "SQRT", sq), 1e-12)
-    quat = n.new("FunctionNodeQuaternionToRotation")
-    for i, name in enumerate(("W", "X", "Y", "Z")):
-        lk.new(_math(n, lk, "DIVIDE", q[i], norm), quat.inputs[name])
-    sigma = _xyz(n, lk, *(_math(n, lk, "EXPONENT", _named(n, f"scale_{i}")) for i in range(3)))
-    geo = _store(n, lk, geo, ALPHA_ATTRIBUTE, alpha, "FLOAT")
-    geo = _store(n, lk, geo, COLOR_ATTRIBUTE, comb.outputs["Color"], "FLOAT_COLOR")
-    geo = _store(n, lk, geo, ROTATION_ATTRIBUTE, quat.outputs["Rotation"], "QUATERNION")
-    geo = _store(n, lk, geo, SIGMA_ATTRIBUTE, sigma, "FLOAT_VECTOR")
     # The raw PLY properties stay on the object's mesh; copying them onto every instance or quad corner
     # would dominate the evaluation (62 floats per Gaussian at SH degree 3).
     for pattern in ("f_*", "scale_*", "rot_*", "opacity", "nx", "ny", "nz"):
@@ -325,18 +295,15 @@ def _build_node_group(ng: bpy.types.NodeTree, splat: bpy.types.Material, flat: b
         rm.inputs["Pattern Mode"].default_value = "Wildcard" if "*" in pattern else "Exact"
         rm.inputs["Name"].default_value = pattern
         geo = rm.outputs["Geometry"]
-    delete = n.new("GeometryNodeDeleteGeometry")
-    delete.domain = "POINT"
-    lk.new(geo, delete.inputs["Geometry"])
-    lk.new(_math(n, lk, "LESS_THAN", _named(n, ALPHA_ATTRIBUTE), gin.outputs["Min Opacity"]),
-           delete.inputs["Selection"])
-    geo = delete.outputs["Geometry"]
+    # Gaussians below Min Opacity are left out through the Selection inputs below (a Delete Geometry node
+    # would copy every kept point's attributes first).
+    visible = _math(n, lk, "GREATER_THAN", _named(n, ALPHA_ATTRIBUTE), gin.outputs["Min Opacity"])
     rotation = _named(n, ROTATION_ATTRIBUTE, "QUATERNION")
     sigma = _named(n, SIGMA_ATTRIBUTE, "FLOAT_VECTOR")
 
-    ellipsoids = _ellipsoid_branch(n, lk, gin, geo, rotation, sigma, size, splat)
-    camera = _camera_branch(n, lk, geo, rotation, sigma, size, flat)
-    points = _points_branch(n, lk, geo, sigma, size, flat)
+    ellipsoids = _ellipsoid_branch(n, lk, gin, geo, visible, rotation, sigma, size, splat_mat)
+    camera = _camera_branch(n, lk, geo, visible, rotation, sigma, size, flat)
+    points = _points_branch(n, lk, geo, visible, sigma, size, flat)
 
     which = n.new("GeometryNodeSwitch")
     which.input_type = "GEOMETRY"
@@ -351,7 +318,7 @@ def _build_node_group(ng: bpy.types.NodeTree, splat: bpy.types.Material, flat: b
     lk.new(switch.outputs[0], gout.inputs["Geometry"])
 
 
-def _ellipsoid_branch(n, lk, gin, geo, rotation, sigma, size, material):
+def _ellipsoid_branch(n, lk, gin, geo, visible, rotation, sigma, size, material):
     ico = n.new("GeometryNodeMeshIcoSphere")
     lk.new(gin.outputs["Detail"], ico.inputs["Subdivisions"])
     # radius 1 / inradius(detail): the proxy's faces enclose the unit sphere at every detail level
@@ -364,6 +331,7 @@ def _ellipsoid_branch(n, lk, gin, geo, rotation, sigma, size, material):
     geo = _store(n, lk, geo, EXTENT_ATTRIBUTE, size, "FLOAT")  # sigmas per unit of the instance's space
     inst = n.new("GeometryNodeInstanceOnPoints")
     lk.new(geo, inst.inputs["Points"])
+    lk.new(visible, inst.inputs["Selection"])
     lk.new(setmat.outputs["Geometry"], inst.inputs["Instance"])
     lk.new(rotation, inst.inputs["Rotation"])
     lk.new(_vmath(n, lk, "SCALE", sigma, scale=size), _socket(inst.inputs, "Scale"))
@@ -379,7 +347,7 @@ def _pick(n, lk, index, values: list[float]):
     return out
 
 
-def _camera_branch(n, lk, geo, rotation, sigma, size, material):
+def _camera_branch(n, lk, geo, visible, rotation, sigma, size, material):
     """One quad per Gaussian facing the active camera, sorted back to front, realised."""
     cam = n.new("GeometryNodeInputActiveCamera")
     info = n.new("GeometryNodeObjectInfo")
@@ -430,6 +398,7 @@ def _camera_branch(n, lk, geo, rotation, sigma, size, material):
     setmat.inputs["Material"].default_value = material
     inst = n.new("GeometryNodeInstanceOnPoints")
     lk.new(sort.outputs["Geometry"], inst.inputs["Points"])
+    lk.new(visible, inst.inputs["Selection"])
     lk.new(setmat.outputs["Geometry"], inst.inputs["Instance"])
     settf = n.new("GeometryNodeSetInstanceTransform")
     lk.new(inst.outputs["Instances"], settf.inputs["Instances"])
@@ -442,11 +411,12 @@ def _camera_branch(n, lk, geo, rotation, sigma, size, material):
     return _keep_color_name(n, lk, out)
 
 
-def _points_branch(n, lk, geo, sigma, size, material):
+def _points_branch(n, lk, geo, visible, sigma, size, material):
     sx, sy, sz = _split(n, lk, sigma)
     mean_sigma = _math(n, lk, "POWER", _math(n, lk, "MULTIPLY", _math(n, lk, "MULTIPLY", sx, sy), sz), 1.0 / 3.0)
     to_points = n.new("GeometryNodeMeshToPoints")
     lk.new(geo, to_points.inputs["Mesh"])
+    lk.new(visible, to_points.inputs["Selection"])
     lk.new(_math(n, lk, "MULTIPLY", mean_sigma, _math(n, lk, "DIVIDE", size, 3.0)), to_points.inputs["Radius"])
     setmat = n.new("GeometryNodeSetMaterial")
     lk.new(to_points.outputs["Points"], setmat.inputs["Geometry"])

@@ -27,6 +27,7 @@ import bpy
 
 from . import launcher, scene_sync
 from .client import ply as plyio
+from .client import splat
 
 PUMP_ACTIVE = 1.0 / 30.0
 PUMP_IDLE = 0.5
@@ -446,7 +447,7 @@ def _decode(kind: str, data: bytes) -> Any:
     """PLY bytes -> arrays, in the reader thread (numpy; sizes checked before allocating)."""
     if kind == "mesh":
         return plyio.read_mesh(data)
-    return plyio.read_gaussians(data)
+    return splat.with_display(plyio.read_gaussians(data))  # the display's maths off the main thread
 
 
 RUNTIME: Runtime | None = None

@@ -15,7 +15,7 @@ import bpy
 import numpy as np
 
 from . import display
-from .client import convert, transform
+from .client import convert, splat, transform
 from .client import ply as plyio
 
 COLLECTION = "Distillery"
@@ -91,7 +91,11 @@ def create_object(scene: bpy.types.Scene, job_id: str, name: str, kind: str,
 
 def set_gaussians(mesh: bpy.types.Mesh, arrays: dict[str, np.ndarray]) -> None:
     """Write 3DGS arrays (PLY names -> float32 [N]) onto a faceless mesh: x y z as positions, every other
-    property as a FLOAT point attribute of the same name. Same count: in place; else the geometry is rebuilt."""
+    property as a FLOAT point attribute of the same name, plus the display attributes of client/splat.py
+    (taken from `arrays` when the reader thread computed them, else computed here). Same count: in place;
+    else the geometry is rebuilt."""
+    arrays = dict(arrays)
+    shown = {k: arrays.pop(k) for k in splat.NAMES if k in arrays}
     n = len(arrays["x"])
     names = [k for k in arrays if k not in ("x", "y", "z")]
     if len(mesh.vertices) != n or len(mesh.polygons) or len(mesh.edges):
@@ -101,6 +105,8 @@ def set_gaussians(mesh: bpy.types.Mesh, arrays: dict[str, np.ndarray]) -> None:
         display.name_active_color(mesh)
         mesh.update()
         return
+    if len(shown) != len(splat.NAMES):
+        shown = splat.display_arrays(arrays)
     xyz = np.empty((n, 3), dtype=np.float32)  # [N, 3]
     xyz[:, 0], xyz[:, 1], xyz[:, 2] = arrays["x"], arrays["y"], arrays["z"]
     mesh.attributes["position"].data.foreach_set("vector", xyz.ravel())
@@ -111,11 +117,22 @@ def set_gaussians(mesh: bpy.types.Mesh, arrays: dict[str, np.ndarray]) -> None:
     for name in names:
         attr = mesh.attributes.get(name) or mesh.attributes.new(name, "FLOAT", "POINT")
         attr.data.foreach_set("value", np.ascontiguousarray(arrays[name], dtype=np.float32))
+    for name, (data_type, prop) in _DISPLAY_TYPES.items():
+        attr = mesh.attributes.get(name)
+        if attr is not None and (attr.domain != "POINT" or attr.data_type != data_type):
+            mesh.attributes.remove(attr)
+            attr = None
+        attr = attr or mesh.attributes.new(name, data_type, "POINT")
+        attr.data.foreach_set(prop, np.ascontiguousarray(shown[name], dtype=np.float32).ravel())
     stale = [a.name for a in mesh.attributes if _is_ply_name(a.name) and a.name not in wanted]
     for name in stale:  # e.g. f_rest_* after an SH degree change
         mesh.attributes.remove(mesh.attributes[name])
     display.name_active_color(mesh)
     mesh.update()
+
+
+_DISPLAY_TYPES = {splat.ALPHA: ("FLOAT", "value"), splat.COLOR: ("FLOAT_COLOR", "color"),
+                  splat.ROTATION: ("QUATERNION", "value"), splat.SIGMA: ("FLOAT_VECTOR", "vector")}
 
 
 def _is_ply_name(name: str) -> bool:
@@ -220,7 +237,7 @@ def read_import(path: str) -> dict[str, np.ndarray]:
     arrays = plyio.read_gaussians(path)
     if len(arrays["x"]) == 0:
         raise plyio.PLYError("the file holds no Gaussians (element vertex 0)")
-    return arrays
+    return splat.with_display(arrays)
 
 
 def import_arrays(scene: bpy.types.Scene, arrays: dict[str, np.ndarray], name: str,

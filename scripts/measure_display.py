@@ -15,6 +15,10 @@ composited over white like the backend's background. Then, per image, in numpy:
   the backend's;
 - PSNR over the whole image against the backend's render, and the IoU of the two masks.
 
+Blender filters each pixel over 1.5 px by default (`--filter-px`) while the backend's rasteriser samples the
+pixel centre and widens every Gaussian by 0.3 px^2 on screen (gsplat's eps2d), so rims differ by a fraction
+of a pixel; the mask IoU is the figure that feels it.
+
 `--addon-root` imports the add-on from another checkout (e.g. an older commit, for "before" figures). Writes
 PNGs, metrics.json and a Markdown table under --out.
 """
@@ -90,12 +94,14 @@ def blender_render(ply: Path, png: Path, engine: str, args) -> tuple:
     r.resolution_x = r.resolution_y = args.size
     r.resolution_percentage = 100
     r.film_transparent = True
+    r.filter_size = args.filter_px  # EEVEE's and Workbench's pixel filter
     scene.view_settings.view_transform = "Standard"
     if engine == "CYCLES":
         scene.cycles.device = "CPU"
         scene.cycles.samples = args.samples
         scene.cycles.transparent_max_bounces = args.transparent_bounces
         scene.cycles.use_denoising = False
+        scene.cycles.filter_width = args.filter_px
     elif engine == "BLENDER_EEVEE":
         scene.eevee.taa_render_samples = args.eevee_samples
     else:
@@ -196,6 +202,8 @@ def main() -> None:
     p.add_argument("--eevee-samples", type=int, default=16)
     p.add_argument("--transparent-bounces", type=int, default=128)
     p.add_argument("--workbench-mode", default="camera", choices=("ellipsoids", "camera", "points"))
+    p.add_argument("--filter-px", type=float, default=1.5,
+                   help="pixel filter width (Blender's default 1.5; the backend samples pixel centres)")
     p.add_argument("--workbench-color", default="VERTEX", help="Solid shading colour type (MATERIAL before)")
     p.add_argument("--addon-root", type=Path, default=ROOT, help="checkout whose addon/ to render with")
     p.add_argument("--label", default="after")
