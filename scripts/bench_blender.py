@@ -22,7 +22,7 @@ import bpy
 import numpy as np
 
 from addon import runtime, scene_sync
-from addon.client import ply
+from addon.client import ply, splat
 
 
 def cloud(n: int, degree: int, seed: int) -> dict[str, np.ndarray]:
@@ -96,9 +96,11 @@ def main() -> None:
     rows = []
     for degree in (0, 3):
         blobs = [ply.write_gaussians(None, cloud(n, degree, s)) for s in range(2)]
-        arrays = [ply.read_gaussians(b) for b in blobs]
-        rows.append((f"decode PLY bytes (SH{degree}, {len(blobs[0]) / 1e6:.1f} MB), reader thread",
-                     timed(lambda b=blobs[0]: ply.read_gaussians(b), r)))
+        arrays = [splat.with_display(ply.read_gaussians(b)) for b in blobs]  # what the reader thread posts
+        if degree == 0:
+            live = arrays  # previews are SH0
+        rows.append((f"decode PLY bytes (SH{degree}, {len(blobs[0]) / 1e6:.1f} MB) + display maths, reader thread",
+                     timed(lambda b=blobs[0]: splat.with_display(ply.read_gaussians(b)), r)))
 
         def create(a=arrays[0], d=degree):
             obj = scene_sync.apply_snapshot(scene, f"bench-{d}", "gaussians", a, name="bench")
@@ -109,12 +111,12 @@ def main() -> None:
         scene_sync.apply_snapshot(scene, f"bench-{degree}", "gaussians", arrays[0], name="bench")
         update = alternating(scene, f"bench-{degree}", [arrays[1], arrays[0]])
         rows.append((f"update in place, same count (SH{degree})", timed(update, r)))
-        smaller = {k: v[: n - 1000] for k, v in arrays[0].items()}
+        smaller = splat.with_display({k: v[: n - 1000] for k, v in arrays[0].items() if k not in splat.NAMES})
         resize = alternating(scene, f"bench-{degree}", [smaller, arrays[1]])
         rows.append((f"update with a count change (SH{degree})", timed(resize, r)))
         scene_sync.remove_objects(f"bench-{degree}")
 
-    obj = scene_sync.apply_snapshot(scene, "bench-gn", "gaussians", arrays[0], name="bench")
+    obj = scene_sync.apply_snapshot(scene, "bench-gn", "gaussians", live[0], name="bench")
     cam = bpy.data.objects.new("bench-camera", bpy.data.cameras.new("bench-camera"))
     scene.collection.objects.link(cam)
     cam.location = (0.0, -3.0, 0.5)
@@ -124,8 +126,8 @@ def main() -> None:
         scene_sync.set_display(obj, mode)
         dg.update()
 
-        evaluate = evaluator(obj, dg, arrays)
-        rows.append((f"update + Geometry Nodes evaluation ({mode})", timed(evaluate, r)))
+        evaluate = evaluator(obj, dg, live)
+        rows.append((f"update + Geometry Nodes evaluation, SH0 ({mode})", timed(evaluate, r)))
 
     import addon
 
@@ -135,7 +137,7 @@ def main() -> None:
     rt = runtime.RUNTIME
     pump_times = []
     for i in range(r):
-        rt.mailbox.post_geometry("bench-gn", {"kind": "gaussians", "payload": arrays[i % 2], "step": i,
+        rt.mailbox.post_geometry("bench-gn", {"kind": "gaussians", "payload": live[i % 2], "step": i,
                                               "final": False})
         t0 = time.perf_counter()
         runtime.pump()
@@ -144,7 +146,7 @@ def main() -> None:
     rows.append(("pump() applying a pending snapshot (ellipsoids)", statistics.median(pump_times) * 1e3))
 
     def pump_and_evaluate() -> None:  # what the main thread spends per live update, drawing aside
-        rt.mailbox.post_geometry("bench-gn", {"kind": "gaussians", "payload": arrays[pump_and_evaluate.i % 2],
+        rt.mailbox.post_geometry("bench-gn", {"kind": "gaussians", "payload": live[pump_and_evaluate.i % 2],
                                               "step": 0, "final": False})
         pump_and_evaluate.i += 1
         runtime.pump()

@@ -78,7 +78,8 @@ def blender_render(ply: Path, png: Path, engine: str, args) -> tuple:
     obj = scene_sync.import_gaussian_ply(scene, str(ply), name=ply.stem)
     mode = {"CYCLES": "ellipsoids", "BLENDER_EEVEE": "camera", "BLENDER_WORKBENCH": args.workbench_mode}[engine]
     try:
-        scene_sync.set_display(obj, mode)
+        size = args.workbench_size if engine == "BLENDER_WORKBENCH" else None
+        scene_sync.set_display(obj, mode, size=size)
     except TypeError:  # an older add-on (--addon-root): ellipsoids on or off only
         scene_sync.set_display(obj, ellipsoids=mode != "points")
     cam = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
@@ -188,6 +189,30 @@ def save_png(rgb, path: Path) -> None:
     bpy.data.images.remove(img)
 
 
+STRIP = ("backend", "before-cycles", "after-cycles", "after-blender_eevee", "before-blender_workbench",
+         "after-blender_workbench")
+
+
+def write_strip(out: Path, name: str, size: int) -> Path | None:
+    """{name}-strip.png: the backend's render, then Blender's before and after, side by side, in STRIP's order
+    (the images that exist)."""
+    import bpy
+    import numpy as np
+
+    tiles = []
+    for key in STRIP:
+        path = out / f"{name}-{key}.png"
+        if path.is_file():
+            img = bpy.data.images.load(str(path))
+            tiles.append(np.array(img.pixels[:], dtype=np.float32).reshape(size, size, 4)[::-1, :, :3])
+            bpy.data.images.remove(img)
+    if not tiles:
+        return None
+    target = out / f"{name}-strip.png"
+    save_png(np.concatenate(tiles, axis=1), target)
+    return target
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("assets", nargs="+", help="name=path/to/asset.ply")
@@ -204,6 +229,8 @@ def main() -> None:
     p.add_argument("--workbench-mode", default="camera", choices=("ellipsoids", "camera", "points"))
     p.add_argument("--filter-px", type=float, default=1.5,
                    help="pixel filter width (Blender's default 1.5; the backend samples pixel centres)")
+    p.add_argument("--workbench-size", type=float, default=1.5,
+                   help="splat Size in sigmas for the Solid view (opaque there: 1.5 keeps the silhouette)")
     p.add_argument("--workbench-color", default="VERTEX", help="Solid shading colour type (MATERIAL before)")
     p.add_argument("--addon-root", type=Path, default=ROOT, help="checkout whose addon/ to render with")
     p.add_argument("--label", default="after")
@@ -234,6 +261,8 @@ def main() -> None:
         lines.append(f"| {r['asset']} | {r['engine']} | {r['holes_pct']:.2f} | {r['roughness']:.4f} | "
                      f"{', '.join(f'{v:.3f}' for v in r['mean_rgb'])} | {r['mean_diff']:.3f} | "
                      f"{r['psnr_db']:.1f} | {r['iou']:.3f} |")
+    for spec in args.assets:
+        write_strip(args.out, spec.split("=", 1)[0], args.size)
     table = "\n".join(lines)
     (args.out / f"table-{args.label}.md").write_text(table + "\n")
     print(table)
