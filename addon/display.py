@@ -3,18 +3,20 @@
 A Gaussian object is a faceless mesh whose vertices carry the 3DGS PLY properties (scene_sync.py writes them).
 The node group built here turns them into one of three displays, all with each Gaussian's exact colour:
 
-- **Ellipsoids** (default; for Cycles): an ico sphere per Gaussian, rotated by its quaternion and scaled so
-  that it encloses the ellipsoid at `Size` standard deviations (3 by default). The material evaluates the
-  Gaussian falloff alpha = opacity * exp(-1/2 d^T Sigma^-1 d) with d the ray's closest approach to the centre
+- **Ellipsoids** (default; view-independent: the viewport, Cycles): an ico sphere per Gaussian, rotated by its
+  quaternion and scaled so that it encloses the ellipsoid at `Size` standard deviations (3 by default). The
+  material evaluates the Gaussian falloff alpha = opacity * exp(-1/2 d^T Sigma^-1 d) with d the ray's closest approach to the centre
   (as 3D Gaussian ray tracing does), on front faces only, so every Gaussian is counted once and its look does
   not depend on the proxy's facets. In the instance's own space the Gaussian is isotropic, so d comes from
   the hit point and the ray direction there: |d|^2 = k^2 (|p|^2 - (p . r)^2), k the proxy's extent in sigmas.
-- **Camera-facing** (for EEVEE): one quad per Gaussian through its centre, spanning `Size` sigmas in the
-  plane that is perpendicular to the view direction in the Gaussian's whitened space (so it covers the
-  ellipsoid's silhouette from the active camera), with its sigma coordinates in `distillery_uv` for the same
-  falloff in the material. The quads are sorted back to front for the active camera (Sort Elements) and
-  realised into one mesh, which EEVEE's Blended mode draws in face order.
-- **Points**: a point cloud, radius exp(mean log scale) * Size / 3; the cheapest.
+- **Camera-facing** (renders from the scene camera: EEVEE, and Cycles): one quad per Gaussian through its
+  centre, spanning `Size` sigmas in the plane that is perpendicular to the view direction in the Gaussian's
+  whitened space. That plane holds each ray's point of maximum response, so a ray meets the quads in the
+  order of those points (3D Gaussian ray tracing's order) where an ellipsoid's front face sits up to `Size`
+  sigmas early; the quad's sigma coordinates in `distillery_uv` give the same falloff in the material. The
+  quads are sorted back to front for the active camera (Sort Elements) and realised into one mesh, which
+  EEVEE's Blended mode draws in face order.
+- **Points**: a point cloud, radius cbrt(sigma_0 sigma_1 sigma_2) * Size / 3; the cheapest.
 
 Per-Gaussian values come from client/splat.py, computed where the PLY is decoded (off the main thread) and
 stored by scene_sync: alpha, the unit quaternion, sigma, and the colour: SH DC to display sRGB (0.5 + C0 f_dc,

@@ -248,7 +248,7 @@ class DISTILLERY_PT_display(bpy.types.Panel):
         for item in mod.node_group.interface.items_tree:
             if getattr(item, "in_out", None) == "INPUT" and item.socket_type != "NodeSocketGeometry":
                 col.prop(mod, f'["{item.identifier}"]', text=item.name)
-        layout.label(text="Cycles: Ellipsoids. EEVEE: Camera Facing", icon="INFO")
+        layout.label(text="Viewport: Ellipsoids. Camera renders: Camera Facing", icon="INFO")
         layout.label(text="Solid view colours: Camera Facing, Color: Attribute")
         for code, sentence in display.render_notes(context.scene):
             box = layout.box()

@@ -76,7 +76,7 @@ def blender_render(ply: Path, png: Path, engine: str, args) -> tuple:
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
     obj = scene_sync.import_gaussian_ply(scene, str(ply), name=ply.stem)
-    mode = {"CYCLES": "ellipsoids", "BLENDER_EEVEE": "camera", "BLENDER_WORKBENCH": args.workbench_mode}[engine]
+    mode = {"CYCLES": args.cycles_mode, "BLENDER_EEVEE": "camera", "BLENDER_WORKBENCH": args.workbench_mode}[engine]
     try:
         size = args.workbench_size if engine == "BLENDER_WORKBENCH" else None
         scene_sync.set_display(obj, mode, size=size)
@@ -226,6 +226,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=64, help="Cycles samples")
     p.add_argument("--eevee-samples", type=int, default=16)
     p.add_argument("--transparent-bounces", type=int, default=128)
+    p.add_argument("--cycles-mode", default="ellipsoids", choices=("ellipsoids", "camera", "points"))
     p.add_argument("--workbench-mode", default="camera", choices=("ellipsoids", "camera", "points"))
     p.add_argument("--filter-px", type=float, default=1.5,
                    help="pixel filter width (Blender's default 1.5; the backend samples pixel centres)")
