@@ -5,10 +5,11 @@ The node group built here turns them into one of three displays, all with each G
 
 - **Ellipsoids** (default; view-independent: the viewport, Cycles): an ico sphere per Gaussian, rotated by its
   quaternion and scaled so that it encloses the ellipsoid at `Size` standard deviations (3 by default). The
-  material evaluates the Gaussian falloff alpha = opacity * exp(-1/2 d^T Sigma^-1 d) with d the ray's closest approach to the centre
-  (as 3D Gaussian ray tracing does), on front faces only, so every Gaussian is counted once and its look does
-  not depend on the proxy's facets. In the instance's own space the Gaussian is isotropic, so d comes from
-  the hit point and the ray direction there: |d|^2 = k^2 (|p|^2 - (p . r)^2), k the proxy's extent in sigmas.
+  material evaluates the Gaussian falloff alpha = opacity * exp(-1/2 d^T Sigma^-1 d) with d the ray's closest
+  approach to the centre (as 3D Gaussian ray tracing does), on front faces only, so every Gaussian is counted
+  once and its look does not depend on the proxy's facets. In the instance's own space the Gaussian is
+  isotropic, so d comes from the hit point p and the ray direction r there: |d|^2 = k^2 (|p|^2 - (p . r)^2),
+  k the proxy's extent in sigmas.
 - **Camera-facing** (renders from the scene camera: EEVEE, and Cycles): one quad per Gaussian through its
   centre, spanning `Size` sigmas in the plane that is perpendicular to the view direction in the Gaussian's
   whitened space. That plane holds each ray's point of maximum response, so a ray meets the quads in the
