@@ -189,13 +189,13 @@ def save_png(rgb, path: Path) -> None:
     bpy.data.images.remove(img)
 
 
-STRIP = ("backend", "before-cycles", "after-cycles", "after-blender_eevee", "before-blender_workbench",
-         "after-blender_workbench")
+STRIP = ("backend", "before-cycles", "after-cycles", "camera-cycles", "after-blender_eevee",
+         "before-blender_workbench", "after-blender_workbench")
 
 
 def write_strip(out: Path, name: str, size: int) -> Path | None:
     """{name}-strip.png: the backend's render, then Blender's before and after, side by side, in STRIP's order
-    (the images that exist)."""
+    (the images that exist; "camera" is the label of a run with --cycles-mode camera)."""
     import bpy
     import numpy as np
 
