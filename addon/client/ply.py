@@ -14,6 +14,7 @@ The 3DGS layout (BLENDER.md §6): x y z, nx ny nz, f_dc_0..2, f_rest_* (0/9/24/4
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -218,13 +219,16 @@ def _read_ascii(body: bytes, elements: list, label: str) -> dict[str, dict[str, 
             raise PLYError(f"{label}: element {name}: {count} rows declared, {len(lines) - pos} present")
         block = b" ".join(lines[pos: pos + count])
         pos += count
-        try:
-            values = np.array(block.split(), dtype=np.float64)
-        except ValueError as exc:
-            raise PLYError(f"{label}: element {name}: {exc}") from None
+        with warnings.catch_warnings():  # numpy 1.x stops at a bad token (the count checks below catch it)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                values = np.fromstring(block, dtype=np.float64, sep=" ")  # C parser: no Python object per value
+            except ValueError:  # numpy 2.x
+                raise PLYError(f"{label}: element {name}: a value is not a number") from None
         if all(p[0] == "scalar" for p in props):
             if values.size != count * len(props):
-                raise PLYError(f"{label}: element {name}: {values.size} values for {count} rows of {len(props)}")
+                raise PLYError(f"{label}: element {name}: {values.size} numbers read for {count} rows of "
+                               f"{len(props)} (a row is short or a value is not a number)")
             table = values.reshape(count, len(props))
             out[name] = {p[1]: table[:, i].astype(p[2]) for i, p in enumerate(props)}
         elif len(props) == 1:

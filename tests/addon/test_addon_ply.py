@@ -112,6 +112,8 @@ def test_sizes_are_checked_before_allocating():
     (b"ply\nformat ascii 1.0\nelement vertex -1\nend_header\n", "bad element"),
     (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty quaternion q\nend_header\n", "bad property"),
     (b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nend_header\n1\n", "2 rows declared"),
+    (b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nend_header\n1\nnan?\n", "not a number"),
+    (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\n1\n2\n", "lines after the last"),
 ])
 def test_malformed_headers_raise_clear_errors(blob, message):
     with pytest.raises(ply.PLYError, match=message):
