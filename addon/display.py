@@ -32,8 +32,6 @@ Nothing here holds `bpy` references across calls; everything is looked up by nam
 
 from __future__ import annotations
 
-import math
-
 import bpy
 
 from .client import splat
@@ -493,15 +491,6 @@ def set_display(obj: bpy.types.Object, mode: str | None = None, *, ellipsoids: b
     obj.update_tag()
 
 
-def get_display_mode(obj: bpy.types.Object) -> str:
-    mod = obj.modifiers.get("Distillery")
-    if mod is None or mod.node_group is None:
-        return "ellipsoids"
-    if not mod[_modifier_input_id(mod.node_group, "Ellipsoids")]:
-        return "points"
-    return "camera" if mod[_modifier_input_id(mod.node_group, "Camera Facing")] else "ellipsoids"
-
-
 # ---------------------------------------------------------------------------------------------- scene advice
 
 
@@ -531,7 +520,3 @@ def apply_render_setting(scene: bpy.types.Scene, code: str) -> None:
     else:
         raise ValueError(f"unknown setting {code!r}; expected VIEW_TRANSFORM or TRANSPARENT_BOUNCES")
 
-
-def falloff_at(sigmas: float) -> float:
-    """The Gaussian falloff exp(-1/2 s^2) the materials apply at `sigmas` standard deviations (for tests)."""
-    return math.exp(-0.5 * sigmas * sigmas)
