@@ -96,7 +96,7 @@ def blender_render(ply: Path, png: Path, engine: str, args) -> tuple:
     r.resolution_percentage = 100
     r.film_transparent = True
     r.filter_size = args.filter_px  # EEVEE's and Workbench's pixel filter
-    scene.view_settings.view_transform = "Standard"
+    scene.view_settings.view_transform = "Raw" if args.display_blend else "Standard"
     if engine == "CYCLES":
         scene.cycles.device = "CPU"
         scene.cycles.samples = args.samples
@@ -214,6 +214,8 @@ def write_strip(out: Path, name: str, size: int) -> Path | None:
 
 
 def main() -> None:
+    import numpy as np
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("assets", nargs="+", help="name=path/to/asset.ply")
     p.add_argument("--out", type=Path, default=Path("/tmp/distillery-display"))
@@ -235,8 +237,15 @@ def main() -> None:
     p.add_argument("--workbench-color", default="VERTEX", help="Solid shading colour type (MATERIAL before)")
     p.add_argument("--addon-root", type=Path, default=ROOT, help="checkout whose addon/ to render with")
     p.add_argument("--label", default="after")
+    p.add_argument("--display-blend", action="store_true",
+                   help="experiment: keep the colours in display values and use the Raw view transform, so "
+                        "Blender blends what the backend blends (not a mode of the add-on)")
     args = p.parse_args()
     sys.path.insert(0, str(args.addon_root.resolve()))
+    if args.display_blend:
+        from addon.client import splat
+
+        splat.srgb_to_linear = lambda c: np.asarray(c, dtype=np.float32)
 
 
     args.out.mkdir(parents=True, exist_ok=True)
