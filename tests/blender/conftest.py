@@ -31,7 +31,7 @@ except ImportError:  # the backend's interpreter: this folder belongs to .venv-b
 
 PKG = "bl_ext.user_default.distillery"
 MODULES = ("runtime", "scene_sync", "display", "properties", "preferences", "operators", "panels", "request",
-           "launcher", "client.ply", "client.convert", "client.transform")
+           "launcher", "client.ply", "client.convert", "client.transform", "client.splat")
 
 
 def backend_python(code: str, stdin: str = "") -> str:
@@ -99,6 +99,7 @@ def addon(ext):
     s.seed_object = None
     s.seed = s.steps = 0
     s.use_camera_front = False
+    s.splat_blend = "TRAINED"
     yield ext
     rt = ext.runtime.RUNTIME
     if rt is not None:
