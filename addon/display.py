@@ -548,6 +548,25 @@ def set_display(obj: bpy.types.Object, mode: str | None = None, *, ellipsoids: b
         sync_pixel_angle(bpy.context.scene, obj)
 
 
+@bpy.app.handlers.persistent
+def sync_pixel_angles(scene: bpy.types.Scene, *_args) -> None:
+    """depsgraph_update_post: keep every Gaussian object's Pixel Angle on the scene's camera and render
+    resolution (a few property reads per object; writes only on a change, which ends the cycle)."""
+    for obj in scene.objects:
+        if obj.type == "MESH" and obj.get("distillery_kind") == "gaussians":
+            sync_pixel_angle(scene, obj)
+
+
+def register() -> None:
+    if sync_pixel_angles not in bpy.app.handlers.depsgraph_update_post:
+        bpy.app.handlers.depsgraph_update_post.append(sync_pixel_angles)
+
+
+def unregister() -> None:
+    if sync_pixel_angles in bpy.app.handlers.depsgraph_update_post:
+        bpy.app.handlers.depsgraph_update_post.remove(sync_pixel_angles)
+
+
 # ---------------------------------------------------------------------------------------------- colour blending
 
 

@@ -292,8 +292,14 @@ def test_gaussians_widen_by_the_backends_low_pass_for_the_render_camera(addon):
 
     widened = math.sqrt(sigma**2 + 0.3 * (pixel * 2.0) ** 2)  # 0.0043: a third wider
     assert half_diagonal() == pytest.approx(display.DEFAULT_SIZE * math.sqrt(2) * widened, rel=0.02)
+    scene.render.resolution_percentage = 50  # half the pixels: twice the angle, followed by the handler
+    bpy.context.evaluated_depsgraph_get().update()
+    assert display.sync_pixel_angles in bpy.app.handlers.depsgraph_update_post
+    display.sync_pixel_angles(scene)  # the handler, called directly
+    widened = math.sqrt(sigma**2 + 0.3 * (2 * pixel * 2.0) ** 2)
+    assert half_diagonal() == pytest.approx(display.DEFAULT_SIZE * math.sqrt(2) * widened, rel=0.02)
     cam.data.type = "ORTHO"
-    display.set_display(obj, "camera")
+    display.sync_pixel_angles(scene)
     assert half_diagonal() == pytest.approx(display.DEFAULT_SIZE * math.sqrt(2) * sigma, rel=0.02)
 
 
