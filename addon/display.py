@@ -21,11 +21,15 @@ The node group built here turns them into one of three displays, all with each G
 
 Per-Gaussian values come from client/splat.py, computed where the PLY is decoded (off the main thread) and
 stored by scene_sync: alpha, the unit quaternion, sigma, and the colour: SH DC to display sRGB (0.5 + C0 f_dc,
-clamped, as the backend renders), then to linear with the exact sRGB curve, in the colour attribute
-`distillery_color`. Shaders emit it, so a render with the Standard view transform shows the backend's
-colours. Workbench's Solid view shows it with Attribute colouring on realised geometry (the camera-facing
-quads: the mesh names it as its active colour); it cannot read instance attributes, so ellipsoids and points
-show the material's grey there.
+clamped, as the backend renders) in the colour attribute `distillery_color`, kept as display values (the
+scene's Blend colours "As trained": Blender then blends what the backend blends, exact under the Raw view
+transform) or taken to linear light (Blend colours "Linear": exact under Standard). Shaders emit it.
+Workbench's Solid view shows it with Attribute colouring on realised geometry (the camera-facing quads: the
+mesh names it as its active colour); it cannot read instance attributes, so ellipsoids and points show the
+material's grey there.
+
+Every mode widens each Gaussian by the backend's 0.3 px^2 screen-space low-pass (see _low_pass), for the
+scene camera's angle per pixel (the "Pixel Angle" input, kept current by a depsgraph_update_post handler).
 
 Nothing here holds `bpy` references across calls; everything is looked up by name.
 """
