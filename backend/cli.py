@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("action", nargs="?", choices=("list", "download"), default="list")
     m.add_argument("name", nargs="?", help="short name (sd21-base, sd21, if-i-xl) or a Hugging Face model id")
     m.add_argument("--variant", choices=("fp16",), default=None, help="download only the fp16 weights (half size)")
+    m.add_argument("--revision", default=None, help="commit or branch to download (default: the pinned commit of a "
+                   "known model, else main; DISTILLERY_MODEL_REVISION overrides every pin)")
     m.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
@@ -369,25 +371,33 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "download":
         if not args.name:
             raise UsageError(f"models download NAME: name one of {', '.join(hub.KNOWN_MODELS)} or a model id")
-        print(f"downloading {hub.repo_id_of(args.name)} into {hub.hf_cache_dir()}", file=sys.stderr)
+        note = hub.alias_note(args.name)
+        if note:
+            print(note, file=sys.stderr)
+        revision = args.revision or hub.pinned_revision(args.name)
+        print(f"downloading {hub.repo_id_of(args.name)} (revision {revision}) into {hub.hf_cache_dir()}; an "
+              "interrupted download resumes when run again", file=sys.stderr)
         try:
-            path = hub.download(args.name, variant=args.variant)
+            path = hub.download(args.name, variant=args.variant, revision=revision)
         except RuntimeError as exc:
             print(f"distillery models: error: {exc}", file=sys.stderr)
             return EXIT_FAILED
-        print(f"{args.name}: ready in {path}")
+        print(f"{hub.short_name(args.name)}: ready in {path}")
         return EXIT_OK
-    needs = hub.models_needed((n, presets.get(n)) for n in presets.names())
+    needs: dict[str, set[str]] = {}
+    for model, users in hub.models_needed((n, presets.get(n)) for n in presets.names()).items():
+        needs.setdefault(hub.repo_id_of(model), set()).update(users)
     rows = []
-    names = list(hub.KNOWN_MODELS) + [m for m in sorted(needs) if hub.short_name(m) not in hub.KNOWN_MODELS]
+    names = list(hub.KNOWN_MODELS) + [m for m in sorted(needs) if hub.known(m) is None]
     for name in names:
-        known = hub.KNOWN_MODELS.get(name)
+        known = hub.known(name)
         model = known.repo_id if known else name
         st = hub.model_status(model, known.kind if known else "stable-diffusion")
-        users = sorted(needs.get(model, set()) | needs.get(name, set()))
-        rows.append({**st, "name": hub.short_name(model), "needed_by": users,
-                     "summary": known.summary if known else "", "download_gb": known.size_gb if known else None})
-    known_repos = {r["repo_id"] for r in rows}
+        rows.append({**st, "name": hub.short_name(model), "needed_by": sorted(needs.get(model, set())),
+                     "summary": known.summary if known else "", "download_gb": known.size_gb if known else None,
+                     "licence": known.licence if known else "", "gated": known.gated if known else False,
+                     "aliases": list(known.aliases) if known else []})
+    known_repos = {r["repo_id"] for r in rows} | {a for r in rows for a in r["aliases"]}
     others = [r for r in hub.cached_repos() if r not in known_repos]
     if args.json:
         print(json.dumps({"cache": str(hub.hf_cache_dir()), "offline": hub.is_offline(), "models": rows,
@@ -396,11 +406,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"Hugging Face cache: {hub.hf_cache_dir()}{' (offline)' if hub.is_offline() else ''}")
     for r in rows:
         state = f"cached, {r['size_bytes'] / 1e9:.1f} GB" if r["available"] else "missing"
-        need = ", ".join(r["needed_by"]) or "no preset"
-        print(f"  {r['name']:12s} {r['repo_id']:42s} {state:18s} needed by: {need}")
+        size = f"about {r['download_gb']:g} GB" if r["download_gb"] else "size unknown"
+        print(f"  {r['name']:10s} {r['repo_id']} @ {r['revision'][:12]}: {state}; {size}; "
+              f"licence: {r['licence'] or 'see the model page'}{'; gated' if r['gated'] else ''}")
+        print(f"  {'':10s} cache: {r['path'] if r['available'] else r['cache_folder']}")
+        print(f"  {'':10s} needed by: {', '.join(r['needed_by']) or 'no preset'}")
+        if r["aliases"]:
+            print(f"  {'':10s} also accepted as: {', '.join(r['aliases'])}")
         if not r["available"]:
-            print(f"  {'':12s} fetch with: distillery models download {r['name']}"
-                  + (f" (about {r['download_gb']:g} GB)" if r["download_gb"] else ""))
+            print(f"  {'':10s} fetch with: distillery models download {r['name']}"
+                  + (" (accept the licence on the hub and set HF_TOKEN first)" if r["gated"] else ""))
     if others:
         print("other cached models: " + ", ".join(others))
     return EXIT_OK

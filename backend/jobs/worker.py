@@ -179,6 +179,7 @@ class Worker:
         from backend.config import from_dict
         from backend.core.settings import ConfigError
         from backend.engine.loop import Cancelled, Diverged, run_job
+        from backend.priors.hub import ModelNotFoundError
         from backend.priors.reference.prompts import UnknownPromptError
 
         oom = False
@@ -194,6 +195,8 @@ class Worker:
             return _failed("DIVERGED", str(exc), "lower the learning rates or the guidance scale")
         except ConfigError as exc:
             return _failed("INVALID_CONFIG", str(exc), exc.allowed and f"allowed: {exc.allowed}")
+        except ModelNotFoundError as exc:
+            return _failed("MODEL_MISSING", str(exc), exc.hint)
         except UnknownPromptError as exc:
             return _failed("UNKNOWN_PROMPT", str(exc), "use a prompt the reference prior knows, or a real prior")
         except torch.cuda.OutOfMemoryError:
