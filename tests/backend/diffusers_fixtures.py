@@ -52,8 +52,9 @@ def install_known_models(cache: Path) -> dict[str, Path]:
 
 def tiny_run_overrides(cfg, steps: int = 2, resolution: int = 32) -> dict[str, object]:
     """Dotted overrides that run preset `cfg` end to end in seconds on the CPU with the tiny models: every stage
-    `steps` steps at `resolution` px with at most 2 views, small representations, short inversions and banks,
-    a small final asset (surfaces at the auto density level). The preset's method, guidance, schedules and stage structure stay as they are."""
+    `steps` steps at `resolution` px with at most 2 views, small representations, short inversions and banks, a
+    small final asset (surfaces at the auto density level). The preset's method, guidance, schedules and stage
+    structure stay as they are."""
     sets: dict[str, object] = {"device": "cpu", "output.turntable_frames": 0, "output.evaluate": False,
                                "output.preview_views": 1, "output.preview_resolution": 32,
                                "output.snapshot_every": steps, "output.preview_every": steps,
