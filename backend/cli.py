@@ -277,7 +277,10 @@ def _mesh_from_ply(elements: dict) -> Any:
     return ExportMesh(verts, faces.astype(np.int64), cols)
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def run_bench(cfg: Any, warmup: int) -> dict[str, Any]:
+    """Run `cfg` without previews, snapshots, checkpoints or evaluation and time its steps: per-phase medians
+    after `warmup` steps (per stage too for multi-stage presets), wall time, and on CUDA the peak memory the
+    job allocated. Returns the report `distillery bench --json` prints."""
     import platform
 
     import torch
@@ -285,44 +288,66 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from backend.config import apply_overrides
     from backend.engine.loop import Timings, run_job
 
-    cfg = _build_config(args, args.prompt)
-    if args.random_prior:
-        cfg = _with_random_prior(cfg, args.random_prior)
     cfg = apply_overrides(cfg, {"output.preview_every": 0, "output.snapshot_every": 0,
                                 "output.checkpoint_every": 0, "output.turntable_frames": 0,
                                 "output.evaluate": False})
-    timings = Timings(sync=True)
+    cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
+
+    class StepTimings(Timings):
+        """Peak GPU memory over the steps: the count restarts after the first step (which allocates the
+        optimiser's moments, kept in the count as they stay resident), so loading, and the fp32 build of random
+        weights before their cast, are left out."""
+
+        def end_step(self, stage: str = "") -> None:
+            super().end_step(stage)
+            if cuda and len(self.history) == 1:
+                torch.cuda.reset_peak_memory_stats()
+
+    timings = StepTimings(sync=True)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         run_job(cfg, Path(tmp), timings=timings, resume=False)
         wall = time.perf_counter() - t0
-    med = timings.medians(skip=args.warmup)
+    med = timings.medians(skip=warmup)
     # Multi-stage presets (NeRF then DMTet, pixel then latent prior) also get one table per stage: the
     # whole-job medians mix steps of very different cost. Warm-up steps are skipped in each stage.
     names = list(dict.fromkeys(timings.stages))
-    per_stage = {n: timings.medians(skip=args.warmup, stage=n) for n in names} if len(names) > 1 else {}
-    report = {
-        "preset": cfg.preset, "prompt": cfg.prompt, "steps": cfg.total_steps, "warmup": args.warmup,
+    per_stage = {n: timings.medians(skip=warmup, stage=n) for n in names} if len(names) > 1 else {}
+    return {
+        "preset": cfg.preset, "prompt": cfg.prompt, "steps": cfg.total_steps, "warmup": warmup,
         "median_ms": {k: round(v * 1000, 2) for k, v in med.items()},
         "steps_per_s": round(1.0 / med["step"], 2) if med.get("step") else None,
         "stages": {n: {"median_ms": {k: round(v * 1000, 2) for k, v in m.items()},
                        "steps_per_s": round(1.0 / m["step"], 2) if m.get("step") else None}
                    for n, m in per_stage.items()},
         "wall_s": round(wall, 1),
+        "peak_vram_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if cuda else None,
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "torch": torch.__version__,
     }
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    cfg = _build_config(args, args.prompt)
+    if args.random_prior:
+        cfg = _with_random_prior(cfg, args.random_prior)
+    report = run_bench(cfg, args.warmup)
     if args.json:
         print(json.dumps(report, indent=1))
         return EXIT_OK
     print(f"bench {cfg.preset} ({cfg.prompt!r}), {cfg.total_steps} steps, medians after {args.warmup} warm-up "
           f"steps, torch {torch.__version__}, {report['machine']}")
-    for title, m in [("all stages" if per_stage else "", med), *((f"stage {n}", m) for n, m in per_stage.items())]:
+    med = {k: v / 1000 for k, v in report["median_ms"].items()}
+    stages = [(f"stage {n}", {k: v / 1000 for k, v in st["median_ms"].items()}) for n, st in report["stages"].items()]
+    for title, m in [("all stages" if stages else "", med), *stages]:
         if title:
             print(f"-- {title}")
         _print_phases(m)
-    print(f"{report['steps_per_s']} steps/s over the job (wall {wall:.1f} s incl. setup)")
+    vram = f", peak GPU memory {report['peak_vram_gb']} GB" if report["peak_vram_gb"] is not None else ""
+    print(f"{report['steps_per_s']} steps/s over the job (wall {report['wall_s']:.1f} s incl. setup){vram}")
     return EXIT_OK
 
 

@@ -112,7 +112,10 @@ class DiffusersPrior:
             if kind != self.kind:
                 raise ValueError(f"prior.model: {arch} is a {kind} architecture, not {self.kind}")
             self._tmp = tempfile.TemporaryDirectory(prefix="distillery-random-")
-            self._random = build_components(arch, Path(self._tmp.name) / "tokenizer", device="cpu")
+            # Built where the networks will run (random init of a full-size UNet takes a minute on a CPU); the
+            # text encoder then goes to the CPU, so the job's GPU memory is what a downloaded model's would be.
+            self._random = build_components(arch, Path(self._tmp.name) / "tokenizer", device=self._build_device)
+            self._random["text_encoder"].to("cpu")
             self.model_key = f"{self.cfg.model}#{id(self)}"  # random weights: embeddings are not shareable
             scheduler = self._random["scheduler"]
         else:
@@ -144,6 +147,11 @@ class DiffusersPrior:
         return module
 
     @property
+    def _build_device(self) -> torch.device:
+        """Where random weights are built: the GPU unless model offload keeps the networks in CPU memory."""
+        return torch.device("cpu") if self._offloading or self.device.type != "cuda" else self.device
+
+    @property
     def _offloading(self) -> bool:
         return self.cfg.offload == "model" and self.device.type == "cuda"
 
@@ -155,7 +163,8 @@ class DiffusersPrior:
             from backend.priors.architectures import build_components
 
             with tempfile.TemporaryDirectory() as tmp:
-                comps = build_components(model[len(hub.RANDOM_PREFIX):], Path(tmp) / "tokenizer", seed=1)
+                comps = build_components(model[len(hub.RANDOM_PREFIX):], Path(tmp) / "tokenizer",
+                                         device=self._build_device, seed=1)
             return comps["unet"], comps["scheduler"]
         root = hub.resolve_model(model, hub.UNET_COMPONENTS)
         unet = UNet2DConditionModel.from_pretrained(root / "unet", torch_dtype=self.dtype,

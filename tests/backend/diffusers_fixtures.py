@@ -10,7 +10,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from backend.engine.tiny import tiny_run_overrides
 from backend.priors.architectures import save_pretrained_folder
+
+__all__ = ["install_in_hf_cache", "install_known_models", "tiny_model", "tiny_run_overrides"]
 
 _ROOT = Path(tempfile.mkdtemp(prefix="distillery-test-models-"))
 _SAVED: dict[str, Path] = {}
@@ -48,43 +51,3 @@ def install_known_models(cache: Path) -> dict[str, Path]:
         commit = m.revision if len(m.revision) == 40 else "1" * 40
         out[name] = install_in_hf_cache(cache, m.repo_id, tiny_model(arch), commit=commit)
     return out
-
-
-def tiny_run_overrides(cfg, steps: int = 2, resolution: int = 32) -> dict[str, object]:
-    """Dotted overrides that run preset `cfg` end to end in seconds on the CPU with the tiny models: every stage
-    `steps` steps at `resolution` px with at most 2 views, small representations, short inversions and banks, a
-    small final asset (surfaces at the auto density level). The preset's method, guidance, schedules and stage
-    structure stay as they are."""
-    sets: dict[str, object] = {"device": "cpu", "output.turntable_frames": 0, "output.evaluate": False,
-                               "output.preview_views": 1, "output.preview_resolution": 32,
-                               "output.snapshot_every": steps, "output.preview_every": steps,
-                               "output.checkpoint_every": 0}
-    for i, st in enumerate(cfg.stages):
-        k = f"stages.{i}."
-        sets.update({k + "steps": steps, k + "camera.resolution": resolution, k + "camera.resolution_final": 0,
-                     k + "camera.views": min(st.camera.views, 2)})
-        if hasattr(st.prior, "image_size"):
-            sets[k + "prior.image_size"] = resolution
-        rep = st.representation
-        if rep.name == "gaussians":
-            sets.update({k + "representation.init_count": 64})
-        else:
-            sets.update({k + "representation.grid_log2_table": 12, k + "representation.grid_levels": 4,
-                         k + "representation.grid_start_levels": 2, k + "representation.hidden": 16,
-                         k + "representation.samples_per_diagonal": 32, k + "representation.occupancy_resolution": 16,
-                         k + "representation.export_resolution": 32, k + "representation.snapshot_resolution": 16,
-                         k + "representation.texture_size": 64,
-                         # two steps leave the initial blob: surfaces at its own density level (0 = auto)
-                         k + "representation.export_threshold": 0})
-            if rep.name == "dmtet":
-                sets.update({k + "representation.tet_resolution": 16, k + "representation.implicit_resolution": 32,
-                             k + "representation.init_threshold": 0})
-        m = st.method
-        if hasattr(m, "inversion_steps"):
-            sets[k + "method.inversion_steps"] = 2
-        if hasattr(m, "inversion_max_steps"):
-            sets[k + "method.inversion_max_steps"] = 2
-        if st.adversarial.weight != 0.0:
-            sets.update({k + "adversarial.bank_size": 4, k + "adversarial.bank_steps": 2,
-                         k + "adversarial.bank_batch": 2, k + "adversarial.resolution": resolution})
-    return sets

@@ -18,7 +18,7 @@ from backend.priors import hub
 from .conftest import ROOT, Server, run_to_end
 
 sys.path.insert(0, str(ROOT / "tests" / "backend"))
-from diffusers_fixtures import install_known_models, tiny_run_overrides  # noqa: E402
+from diffusers_fixtures import install_known_models, tiny_run_overrides
 
 REPRESENTATIVE = ["gaussian-sds", "prolificdreamer", "luciddreamer", "jsd", "magic3d"]
 
