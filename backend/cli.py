@@ -286,7 +286,8 @@ def run_bench(cfg: Any, warmup: int) -> dict[str, Any]:
     import torch
 
     from backend.config import apply_overrides
-    from backend.engine.loop import Timings, run_job
+    from backend.engine.loop import run_job
+    from backend.engine.stage import Timings
 
     cfg = apply_overrides(cfg, {"output.preview_every": 0, "output.snapshot_every": 0,
                                 "output.checkpoint_every": 0, "output.turntable_frames": 0,
