@@ -8,6 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 
+# Small sizes of the representation settings a preset may have (each set only where the representation has it).
+SMALL_REPRESENTATION: dict[str, Any] = {
+    "grid_log2_table": 12, "grid_levels": 4, "grid_start_levels": 2, "hidden": 16, "samples_per_diagonal": 32,
+    "occupancy_resolution": 16, "export_resolution": 32, "snapshot_resolution": 16, "texture_size": 64,
+    "export_threshold": 0, "tet_resolution": 16, "implicit_resolution": 32, "init_threshold": 0,
+}
+
+
 def tiny_run_overrides(cfg: Any, steps: int = 2, resolution: int = 32) -> dict[str, Any]:
     """Dotted overrides (as `--set` takes them) for JobConfig `cfg`: `steps` steps per stage at `resolution` px.
     NeRF and DMTet surfaces are taken at the automatic density level (two steps leave the initial blob)."""
@@ -21,17 +29,9 @@ def tiny_run_overrides(cfg: Any, steps: int = 2, resolution: int = 32) -> dict[s
                      k + "camera.views": min(st.camera.views, 2)})
         if hasattr(st.prior, "image_size"):
             sets[k + "prior.image_size"] = resolution
-        if st.representation.name == "gaussians":
-            sets[k + "representation.init_count"] = 64
-        else:
-            sets.update({k + "representation.grid_log2_table": 12, k + "representation.grid_levels": 4,
-                         k + "representation.grid_start_levels": 2, k + "representation.hidden": 16,
-                         k + "representation.samples_per_diagonal": 32, k + "representation.occupancy_resolution": 16,
-                         k + "representation.export_resolution": 32, k + "representation.snapshot_resolution": 16,
-                         k + "representation.texture_size": 64, k + "representation.export_threshold": 0})
-            if st.representation.name == "dmtet":
-                sets.update({k + "representation.tet_resolution": 16, k + "representation.implicit_resolution": 32,
-                             k + "representation.init_threshold": 0})
+        small = {**SMALL_REPRESENTATION, "init_count": 64 if st.representation.name == "gaussians" else None}
+        sets.update({k + "representation." + f: v for f, v in small.items()
+                     if v is not None and hasattr(st.representation, f)})
         if hasattr(st.method, "inversion_steps"):
             sets[k + "method.inversion_steps"] = 2
         if hasattr(st.method, "inversion_max_steps"):
