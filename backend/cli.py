@@ -421,9 +421,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         st = hub.model_status(model, known.kind if known else "stable-diffusion")
         rows.append({**st, "name": hub.short_name(model), "needed_by": sorted(needs.get(model, set())),
                      "summary": known.summary if known else "", "download_gb": known.size_gb if known else None,
-                     "licence": known.licence if known else "", "gated": known.gated if known else False,
-                     "aliases": list(known.aliases) if known else []})
-    known_repos = {r["repo_id"] for r in rows} | {a for r in rows for a in r["aliases"]}
+                     "licence": known.licence if known else "", "gated": known.gated if known else False})
+    # Weights cached under a withdrawn id (an alias) count as that model's, not as another cached model.
+    known_repos = {r["repo_id"] for r in rows} | {a for m in hub.KNOWN_MODELS.values() for a in m.aliases}
     others = [r for r in hub.cached_repos() if r not in known_repos]
     if args.json:
         print(json.dumps({"cache": str(hub.hf_cache_dir()), "offline": hub.is_offline(), "models": rows,
@@ -437,8 +437,6 @@ def cmd_models(args: argparse.Namespace) -> int:
               f"licence: {r['licence'] or 'see the model page'}{'; gated' if r['gated'] else ''}")
         print(f"  {'':10s} cache: {r['path'] if r['available'] else r['cache_folder']}")
         print(f"  {'':10s} needed by: {', '.join(r['needed_by']) or 'no preset'}")
-        if r["aliases"]:
-            print(f"  {'':10s} also accepted as: {', '.join(r['aliases'])}")
         if not r["available"]:
             print(f"  {'':10s} fetch with: distillery models download {r['name']}"
                   + (" (accept the licence on the hub and set HF_TOKEN first)" if r["gated"] else ""))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 # Small sizes of the representation settings a preset may have (each set only where the representation has it).
 SMALL_REPRESENTATION: dict[str, Any] = {
     "grid_log2_table": 12, "grid_levels": 4, "grid_start_levels": 2, "hidden": 16, "samples_per_diagonal": 32,

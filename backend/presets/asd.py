@@ -27,6 +27,11 @@ UNCERTAIN = ("Official ASD loss with gamma = -0.75 from its configs; the JSD pap
              "never published, so whether it used these settings is unverified (METHODS.md §2.6).")
 
 
+DEVIATIONS = ("Deviations from the official 3DGS config: fixed camera ranges (its final ones; the reference widens "
+              "the azimuth and narrows distance and field of view during training), a ball initialisation instead "
+              "of Shap-E, and total variation in this project's normalisation.")
+
+
 def asd() -> JobConfig:
     """Official ASD's 3DGS config (METHODS.md §2.6): fp32 weights, Perp-Neg on the prior, CFG 7.5,
     w = sigma/alpha, t_max 0.5, asd weight 0.1, 32000 steps, 2 views at 512 px, Adam (0.9, 0.99) without weight
@@ -75,5 +80,5 @@ PRESETS = [
            "Official ASD loss (METHODS.md §2.6) with the reference prior's residual particle model", False,
            asd_quick, UNCERTAIN),
     Preset("asd", "Adversarial score distillation, official 3DGS config (GPU, fp32, about 30 GB est.)",
-           "Official ASD (METHODS.md §2.6)", True, asd, UNCERTAIN, GUIDANCE),
+           "Official ASD (METHODS.md §2.6)", True, asd, UNCERTAIN + " " + DEVIATIONS, GUIDANCE),
 ]
