@@ -9,7 +9,7 @@ import dataclasses
 
 import pytest
 import torch
-from diffusers_fixtures import tiny_model
+from diffusers_fixtures import install_known_models, tiny_model, tiny_run_overrides
 
 from backend.config import ASDConfig, ESDConfig, ISMConfig, StableDiffusionPriorConfig, VSDConfig
 from backend.core.cameras import orbit_cameras
@@ -145,14 +145,12 @@ def test_a_carried_representation_keeps_its_optimiser_state(tmp_path, monkeypatc
     from backend.config import apply_overrides
     from backend.engine import loop
 
-    cfg = presets.get("stabledreamer-quick")
-    sets = {"prompt": "a red duck", "output.turntable_frames": 0, "output.evaluate": False,
-            "output.preview_views": 1, "output.preview_resolution": 32, "output.checkpoint_every": 0}
-    for i in range(2):
-        sets.update({f"stages.{i}.steps": 3, f"stages.{i}.camera.resolution": 16, f"stages.{i}.camera.views": 1,
-                     f"stages.{i}.representation.init_count": 64})
-    cfg = apply_overrides(cfg, sets)
+    install_known_models(tmp_path / "hub")  # stabledreamer: DeepFloyd IF, then Stable Diffusion (tiny stand-ins)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    cfg = presets.get("stabledreamer")
+    cfg = apply_overrides(cfg, tiny_run_overrides(cfg, steps=3))
     assert cfg.stages[0].representation.name == cfg.stages[1].representation.name == "gaussians"
+    assert cfg.stages[0].prior.name != cfg.stages[1].prior.name
     stages = []
     real = loop._run_stage
 
@@ -164,8 +162,7 @@ def test_a_carried_representation_keeps_its_optimiser_state(tmp_path, monkeypatc
     loop.run_job(cfg, tmp_path / "job", resume=False)
     first, second = stages
     assert second.rep is first.rep and second.optimizer is not first.optimizer
-    xyz = second.rep.xyz
-    state = second.optimizer.state[xyz]
+    state = second.optimizer.state[second.rep.xyz]
     assert int(state["step"]) == 6, "the second stage restarted Adam instead of continuing it"
     assert state["exp_avg"].abs().sum() > 0
     # the new stage's learning rates apply
