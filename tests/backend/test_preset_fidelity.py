@@ -65,3 +65,11 @@ def test_preset_models_are_hosted_ids(name):
             assert model not in withdrawn
             if model:
                 assert hub.known(model) is not None and hub.repo_id_of(model) == model
+
+
+def test_jsd_job_turns_perp_neg_on_only_when_asked():
+    from backend.presets.jsd import _jsd_job
+
+    on, off = _jsd_job("x", False, perp_neg=True).stages[0], _jsd_job("x", False, perp_neg=False).stages[0]
+    assert on.prior.perp_neg and (on.method.guidance_scale, on.method.inversion_guidance_scale) == (13.5, -13.5)
+    assert not off.prior.perp_neg and (off.method.guidance_scale, off.method.inversion_guidance_scale) == (8.5, -6.5)
