@@ -1,8 +1,8 @@
-"""GPU presets through the server: a representative set (SDS, VSD with its v-prediction particle model, ISM,
-JSD with Perp-Neg, NeRF -> DMTet) runs to its final asset on tiny random diffusers models standing in for the
-known models in the server's Hugging Face cache, and a job whose weights are missing fails with MODEL_MISSING
-and the exact download command as its hint (what the add-on's "Model missing" box shows). Every GPU preset
-runs through the CLI in tests/backend/test_gpu_presets_tiny.py."""
+"""GPU presets through the server: a representative set (SDS, VSD with its v-prediction particle model, ISM, JSD with
+Perp-Neg, NeRF -> DMTet, DeepFloyd IF -> Stable Diffusion) runs to its final asset on tiny random diffusers models
+standing in for the known models in the server's Hugging Face cache, and a job whose weights are missing fails with
+MODEL_MISSING and the exact download command as its hint (what the add-on's "Model missing" box shows). Every GPU
+preset runs through the CLI in tests/backend/test_gpu_presets_tiny.py."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from .conftest import ROOT, Server, run_to_end
 sys.path.insert(0, str(ROOT / "tests" / "backend"))
 from diffusers_fixtures import install_known_models, tiny_run_overrides
 
-REPRESENTATIVE = ["gaussian-sds", "prolificdreamer", "luciddreamer", "jsd", "magic3d"]
+REPRESENTATIVE = ["gaussian-sds", "prolificdreamer", "luciddreamer", "jsd", "magic3d", "stabledreamer"]
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +28,8 @@ def tiny_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpu-presets")
     cache = root / "hub"
     install_known_models(cache)
-    # DeepFloyd IF is left out: the stabledreamer job below must find it missing
-    shutil.rmtree(cache / ("models--" + hub.KNOWN_MODELS["if-i-xl"].repo_id.replace("/", "--")))
     srv = Server(root / "data", env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}).start()
+    srv.hf_cache = cache
     yield srv
     srv.stop()
 
@@ -57,8 +56,10 @@ def test_representative_gpu_presets_reach_their_final_asset(tiny_server, tmp_pat
 
 
 def test_missing_weights_fail_with_model_missing_and_the_download_command(tiny_server):
+    # The server looks for weights when a job starts: take DeepFloyd IF out of its cache, then ask for it.
+    shutil.rmtree(tiny_server.hf_cache / ("models--" + hub.KNOWN_MODELS["if-i-xl"].repo_id.replace("/", "--")))
     s = tiny_server.session(timeout=30)
-    handle = s.submit(_request("stabledreamer"))  # its first stage needs DeepFloyd IF, not in this cache
+    handle = s.submit({**_request("stabledreamer"), "seed": 1})  # its first stage needs DeepFloyd IF
     events = run_to_end(handle, timeout=300)
     error = next(e for e in events if e["type"] == "error")
     assert error["code"] == "MODEL_MISSING"
