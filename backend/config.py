@@ -72,6 +72,18 @@ class ReferencePriorConfig(PriorConfig):
         "smooths it so that the denoiser leaves an image near the references almost unchanged below noise "
         "~tau, as a trained network does (DDIM inversion then reconstructs renders, which ISM needs)",
         lo=0, hi=2)
+    unconditional: str = setting(
+        "view", "The unconditional branch (negative prompt \"\"): view = every object with the same view selection "
+        "as the conditional branch (guidance then never amplifies the view signal); marginal = every object from "
+        "every view, what \"\" means to a text-to-image prior (view words act only in the conditional branch)",
+        choices=("view", "marginal"))
+    front_bias: float = setting(
+        0.0, "Front bias kappa: each reference is weighted by exp(kappa cos(azimuth)) in every branch, so that "
+        "fronts are over-represented as in a text-to-image prior's training data (front/back ratio exp(2 kappa)); "
+        "0 = every view equally likely", lo=0, hi=20)
+    perp_neg: bool = setting(False, "Perp-Neg guidance (METHODS.md §1.5): the positional (interpolated) view "
+                             "condition plus perpendicular negative view conditions; needs view_conditioning "
+                             "prompt and costs 4 branches per view instead of 2")
 
 
 @dataclass
