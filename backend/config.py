@@ -78,9 +78,10 @@ class ReferencePriorConfig(PriorConfig):
         "every view, what \"\" means to a text-to-image prior (view words act only in the conditional branch)",
         choices=("view", "marginal"))
     front_bias: float = setting(
-        0.0, "Front bias kappa: each reference is weighted by exp(kappa cos(azimuth)) in every branch, so that "
-        "fronts are over-represented as in a text-to-image prior's training data (front/back ratio exp(2 kappa)); "
-        "0 = every view equally likely", lo=0, hi=20)
+        0.0, "Front bias kappa: references of the front bucket get prior weight exp(kappa), of the back bucket "
+        "exp(-kappa), others 1, in every branch, so that fronts are over-represented as in a text-to-image "
+        "prior's training data; 0 = every view equally likely. The exact posterior is sharp: the bias acts at "
+        "mid noise from kappa ~20 (the claims testbed uses 30)", lo=0, hi=100)
     perp_neg: bool = setting(False, "Perp-Neg guidance (METHODS.md §1.5): the positional (interpolated) view "
                              "condition plus perpendicular negative view conditions; needs view_conditioning "
                              "prompt and costs 4 branches per view instead of 2")

@@ -52,7 +52,7 @@ def asd() -> JobConfig:
 def asd_quick() -> JobConfig:
     """The official ASD loss on the CPU demo's stage, with the reference prior's residual particle model."""
     method = ASDConfig(guidance_scale=QUICK_GUIDANCE, gamma=-0.75, weighting="sds", t_min=0.02,
-                       t_max=[0.0, 0.98, 0.4, 0.8])
+                       t_max=[0.0, 0.98, 0.4, 0.8], camera_init="default")  # see prolificdreamer_quick
     return JobConfig(prompt=QUICK_PROMPT, preset="asd-quick", stages=[quick_gaussians_stage("gaussians", method)],
                      output=quick_output())
 

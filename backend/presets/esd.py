@@ -30,7 +30,7 @@ def esd() -> JobConfig:
 def esd_quick() -> JobConfig:
     """ESD (lambda 0.5) on the CPU demo's stage, with the reference prior's residual particle model."""
     method = ESDConfig(guidance_scale=QUICK_GUIDANCE, guidance_scale_lora=0.5, weighting="sds", t_min=0.02,
-                       t_max=[0.0, 0.98, 0.4, 0.8])
+                       t_max=[0.0, 0.98, 0.4, 0.8], camera_init="default")  # see prolificdreamer_quick
     return JobConfig(prompt=QUICK_PROMPT, preset="esd-quick", stages=[quick_gaussians_stage("gaussians", method)],
                      output=quick_output())
 

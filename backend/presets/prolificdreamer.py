@@ -56,7 +56,10 @@ def prolificdreamer() -> JobConfig:
 
 def prolificdreamer_quick() -> JobConfig:
     """VSD on the CPU demo's stage, with the reference prior's residual particle model."""
-    method = VSDConfig(guidance_scale=QUICK_GUIDANCE, weighting="sds", t_min=0.02, t_max=[0.0, 0.98, 0.4, 0.8])
+    # The residual particle model starts equal to the prior through its zero output layer, so its camera MLP
+    # keeps PyTorch's default init: camera and null camera then differ as soon as the residual moves.
+    method = VSDConfig(guidance_scale=QUICK_GUIDANCE, weighting="sds", t_min=0.02, t_max=[0.0, 0.98, 0.4, 0.8],
+                       camera_init="default")
     return JobConfig(prompt=QUICK_PROMPT, preset="prolificdreamer-quick",
                      stages=[quick_gaussians_stage("gaussians", method)], output=quick_output())
 

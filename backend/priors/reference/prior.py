@@ -20,11 +20,13 @@ per-view selection, so guidance pushes towards "this object" and away from "any 
 the view signal (kinder than a text prior). With "marginal" it is every object from every view, which is what
 "" means to a text-to-image prior: view words then act only in the conditional branch.
 
-Front bias (`cfg.front_bias` = kappa > 0): every reference carries the prior mass exp(kappa cos(azimuth)) in
-every branch (added to its logit), the way a text prior's training data over-represents an object's front. A
-condition that names a view keeps the bias inside its bucket (a "side view" leans towards the front-side).
-With view conditioning off the prior then prefers the front from every camera: SDS grows the multi-face
-(Janus) artefact that text priors show.
+Front bias (`cfg.front_bias` = kappa > 0): every reference carries a prior mass in every branch (added to its
+logit), exp(kappa) for the front bucket's views, exp(-kappa) for the back bucket's and 1 for the others, the way
+a text prior's training data over-represents an object's front. A condition that names a view is uniform
+within its bucket. The exact posterior is far sharper than a trained network's (log-likelihood gaps between
+views are tens to hundreds at mid noise), so the bias acts at mid noise only with kappa of tens: at kappa 30 a
+noised back view at t = 700 is read as a front. With view conditioning off the prior then prefers the front
+from every camera: SDS grows the multi-face (Janus) artefact that text priors show.
 
 Perp-Neg (`cfg.perp_neg`, METHODS.md §1.5): the positive condition is the positional blend of the two nearest
 buckets' reference sets and the two negatives are single buckets, combined with prompting.perp_neg_combine and
@@ -115,8 +117,11 @@ class ReferencePrior:
                                self.cfg.overhead_threshold)
         self._bucket_index = {b: torch.tensor([i for i, x in enumerate(buckets) if x == b], dtype=torch.long)
                               for b in BUCKETS}
-        # Log prior mass of each reference of a set (front bias), [NUM_REFERENCES] float64.
-        self._bias = self.cfg.front_bias * torch.cos(torch.deg2rad(az.double()))
+        # Log prior mass of each reference of a set (front bias), [NUM_REFERENCES] float64: +kappa for the
+        # front bucket, -kappa for the back bucket, 0 for side and overhead views (so a condition that names a
+        # view is uniform within its bucket).
+        side = {"front": 1.0, "back": -1.0, "side": 0.0, "overhead": 0.0}
+        self._bias = self.cfg.front_bias * torch.tensor([side[b] for b in buckets], dtype=torch.float64)
         self._support = support_pixels().to(self.device)
         S = self._support.numel()
         # The bank: every loaded reference set stacked. Row i = [p_i (3 x S), alpha_i (S)] on the support.
