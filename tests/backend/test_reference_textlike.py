@@ -90,7 +90,7 @@ def test_perp_neg_combines_the_interpolated_positive_and_the_two_negative_bucket
 
 
 def test_bad_combinations_name_the_field():
-    with pytest.raises(ValueError, match="prior.perp_neg needs prior.view_conditioning=prompt"):
+    with pytest.raises(ValueError, match=r"prior\.perp_neg needs prior\.view_conditioning=prompt"):
         ReferencePrior(ReferencePriorConfig(perp_neg=True, view_conditioning="none"))
-    with pytest.raises(ValueError, match="prior.unconditional"):
+    with pytest.raises(ValueError, match=r"prior\.unconditional"):
         ReferencePrior(ReferencePriorConfig(unconditional="text"))
