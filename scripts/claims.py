@@ -146,8 +146,8 @@ def generate_command(claim: Claim, arm: Arm, obj: str, seed: int, budget: Budget
 
 
 def row_command(claim: Claim, arm: Arm, obj: str, seed: int, budget: Budget) -> str:
-    parts = ["nice", "-n", "10", ".venv/bin/python", "scripts/claims.py", "run", "--claim", claim.name,
-             "--arms", arm.name, "--objects", obj, "--seeds", str(seed)]
+    parts = ["OMP_NUM_THREADS=1", "nice", "-n", "10", ".venv/bin/python", "scripts/claims.py", "run",
+             "--claim", claim.name, "--arms", arm.name, "--objects", obj, "--seeds", str(seed)]
     if budget.steps is not None:
         parts += ["--steps", str(budget.steps)]
     for s in budget.extra:
@@ -386,29 +386,36 @@ def cmd_report(args: argparse.Namespace) -> int:
 SHEET_AZIMUTHS = (0.0, 45.0, 90.0, 135.0, 180.0, -135.0, -90.0, -45.0)
 
 
-def contact_sheet(rows: list[dict], arms: list[str], path: Path, size: int = 64) -> None:
-    """One line per run (arm, object, seed): its asset from 8 azimuths at elevation 15 (absolute cameras, as
-    generated), with its multi-face rate."""
+def contact_sheet(rows: list[dict], arms: list[str], path: Path, size: int = 96) -> None:
+    """The library object first (one line per object), then one line per run (arm, object, seed): the asset
+    from 8 azimuths at elevation 15 (absolute cameras, as generated), with its multi-face rate."""
     import torch
     from PIL import Image, ImageDraw
 
     from backend.cli import asset_render_fn
     from backend.priors.reference.cache import reference_cameras
+    from backend.priors.reference.evaluate import mesh_render_fn
+    from backend.priors.reference.library import build
 
     rows = sorted(rows, key=lambda r: (arms.index(r["arm"]), r["object"], r["seed"]))
+    objects = sorted({r["object"] for r in rows})
+    lines = [(f"library {o}", "the object itself", mesh_render_fn(build(o))) for o in objects]
+    lines += [(r["arm"], f"{r['object']} s{r['seed']}  multi-face {r['multi_face_rate']:.2f}",
+               asset_render_fn(ROOT / r["run_dir"] / "asset.ply")) for r in rows]
     label_w, head_h = 190, 14
-    sheet = Image.new("RGB", (label_w + size * len(SHEET_AZIMUTHS), head_h + size * len(rows)), "white")
+    sheet = Image.new("RGB", (label_w + size * len(SHEET_AZIMUTHS), head_h + size * len(lines)), "white")
     draw = ImageDraw.Draw(sheet)
     for c, a in enumerate(SHEET_AZIMUTHS):
         draw.text((label_w + c * size + 4, 1), f"az {a:g}", fill=(90, 90, 90))
     cams = reference_cameras(torch.full((len(SHEET_AZIMUTHS),), 15.0), torch.tensor(SHEET_AZIMUTHS))
-    for i, r in enumerate(rows):
-        rgb, _ = asset_render_fn(ROOT / r["run_dir"] / "asset.ply")(cams, torch.ones(len(cams), 3))
+    cams = cams.resized(size, size)
+    for i, (title, sub, render_fn) in enumerate(lines):
+        with torch.no_grad():
+            rgb, _ = render_fn(cams, torch.ones(len(cams), 3))
         strip = (torch.cat(list(rgb.clamp(0, 1)), dim=1).numpy() * 255).round().astype("uint8")
         sheet.paste(Image.fromarray(strip), (label_w, head_h + i * size))
-        draw.text((4, head_h + i * size + size // 2 - 12), f"{r['arm']}", fill=(0, 0, 0))
-        draw.text((4, head_h + i * size + size // 2 + 2), f"{r['object']} s{r['seed']}  multi-face "
-                  f"{r['multi_face_rate']:.2f}", fill=(60, 60, 60))
+        draw.text((4, head_h + i * size + size // 2 - 12), title, fill=(0, 0, 0))
+        draw.text((4, head_h + i * size + size // 2 + 2), sub, fill=(60, 60, 60))
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path, optimize=True)
 
