@@ -14,7 +14,7 @@ noise well below tau the denoiser leaves an image near the references almost unc
 instead of snapping it to its nearest reference, which is what DDIM inversion of a render needs (ISM). tau = 0
 is the empirical distribution above, exactly.
 
-Guidance: eps_u + s (eps_c - eps_u) (METHODS.md §1.2). The unconditional branch (negative prompt "") covers
+Guidance: eps_u + s (eps_c - eps_u) (docs/METHODS.md §1.2). The unconditional branch (negative prompt "") covers
 every library object in its default colours. With `cfg.unconditional` "view" it keeps the conditional branch's
 per-view selection, so guidance pushes towards "this object" and away from "any object" but never amplifies
 the view signal (kinder than a text prior). With "marginal" it is every object from every view, which is what
@@ -28,7 +28,7 @@ views are tens to hundreds at mid noise), so the bias acts at mid noise only wit
 noised back view at t = 700 is read as a front. With view conditioning off the prior then prefers the front
 from every camera: SDS grows the multi-face (Janus) artefact that text priors show.
 
-Perp-Neg (`cfg.perp_neg`, METHODS.md §1.5): the positive condition is the positional blend of the two nearest
+Perp-Neg (`cfg.perp_neg`, docs/METHODS.md §1.5): the positive condition is the positional blend of the two nearest
 buckets' reference sets and the two negatives are single buckets, combined with prompting.perp_neg_combine and
 the same decay weights as for the diffusers priors.
 
