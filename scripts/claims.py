@@ -183,6 +183,7 @@ def generate(claim: Claim, arm: Arm, obj: str, seed: int, budget: Budget, out: P
             from backend.priors.reference.evaluate import evaluate
 
             m = evaluate(asset_render_fn(d / event["artifact"]), f"a {obj}")
+            curve[:] = [c for c in curve if c[0] < event["step"]]  # a resumed run repeats steps after its checkpoint
             curve.append([event["step"], m["mask_iou"]])
             curve_path.write_text(json.dumps(curve))
 
