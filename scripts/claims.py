@@ -130,8 +130,11 @@ def arm_sets(claim: Claim, arm: Arm, budget: Budget) -> list[str]:
     return [*TESTBED_SETS, *claim.sets, *arm.sets, *budget.extra]
 
 
-def run_sets(claim: Claim) -> list[str]:
-    return [*RUN_SETS, "output.snapshot_every=100"] if claim.track_iou else RUN_SETS
+def run_sets(claim: Claim, budget: Budget) -> list[str]:
+    """What a run keeps (RUN_SETS, snapshots for the IoU curve), then the invocation's extra settings again so
+    that they win."""
+    keep = [*RUN_SETS, "output.snapshot_every=100"] if claim.track_iou else RUN_SETS
+    return [*keep, *budget.extra]
 
 
 def generate_command(claim: Claim, arm: Arm, obj: str, seed: int, budget: Budget, out: Path) -> str:
@@ -139,7 +142,7 @@ def generate_command(claim: Claim, arm: Arm, obj: str, seed: int, budget: Budget
     parts = [".venv/bin/distillery", "generate", f"a {obj}", "--preset", arm.preset, "--seed", str(seed)]
     if budget.steps is not None:
         parts += ["--steps", str(budget.steps)]
-    for s in arm_sets(claim, arm, budget) + run_sets(claim):
+    for s in arm_sets(claim, arm, budget) + run_sets(claim, budget):
         parts += ["--set", s]
     parts += ["--out", _rel(run_dir(out, claim.name, arm.name, obj, seed, budget))]
     return shlex.join(parts)
@@ -160,7 +163,7 @@ def build_config(claim: Claim, arm: Arm, obj: str, seed: int, budget: Budget) ->
     from backend.config import apply_overrides
 
     cfg = apply_overrides(presets.get(arm.preset), [f"prompt=a {obj}", f"seed={seed}",
-                                                     *arm_sets(claim, arm, budget), *run_sets(claim)])
+                                                     *arm_sets(claim, arm, budget), *run_sets(claim, budget)])
     return cfg if budget.steps is None else cfg.with_total_steps(budget.steps)
 
 
@@ -329,7 +332,7 @@ def verdict(claim: Claim, per_arm: dict[str, list[float]], n_seeds: int, n_objec
 def cmd_report(args: argparse.Namespace) -> int:
     """Markdown to stdout: per arm, mean [95% bootstrap interval] of every figure over the selected runs, the
     group figures (diversity, seed std) and the verdict on the claim's primary figure; a contact sheet and an
-    interval plot under docs/."""
+    interval plot beside the --json file (claims_<claim>_sheet.png, claims_<claim>.png)."""
     claim, budget = CLAIMS[args.claim], Budget(args.steps, tuple(args.sets))
     arms, objects, seeds = _selection(args, claim)
     rows = [r for r in load_rows(args.json) if _is(r, claim, budget) and r["arm"] in arms
@@ -377,7 +380,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"| {r['arm']} | {r['object']} | {r['seed']} | {r['multi_face_rate']:.3f} | "
               f"{r['aligned_view_accuracy']:.3f} | {r['view_accuracy']:.3f} | {r['mask_iou']:.3f} | "
               f"`{r['command']}` |")
-    stem = ROOT / "docs" / f"claims_{claim.name}"
+    stem = args.json.parent / f"claims_{claim.name}"  # pictures beside the rows (docs/ by default)
     contact_sheet(rows, arms, stem.with_name(stem.name + "_sheet.png"))
     interval_plot({a: values(a, primary) for a in present_arms}, primary, stem.with_name(stem.name + ".png"))
     print(f"\n![renders](claims_{claim.name}_sheet.png) ![{primary}](claims_{claim.name}.png)")
