@@ -1,5 +1,6 @@
-"""The reference particle model's initialisation in the quick VSD/ESD/ASD presets: phi equals the prior at step
-0, and the camera matters from the first optimiser step (ESD's entropy term is not zero by construction)."""
+"""The reference particle model's initialisation ("auto" on the reference prior, as in the quick VSD/ESD/ASD
+presets): phi equals the prior at step 0, and the camera matters from the first optimiser step (ESD's entropy
+term is not zero by construction)."""
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from backend import presets
 from backend.config import ReferencePriorConfig, VSDConfig
 from backend.core.cameras import orbit_cameras
 from backend.methods.esd import ESD
-from backend.methods.vsd import VSD
+from backend.methods.vsd import VSD, camera_init
 from backend.priors.base import camera_vectors, noise_to_level
 from backend.priors.reference.prior import ReferencePrior
 
@@ -39,8 +40,9 @@ def _camera_effect(method, setup) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("preset", ["prolificdreamer-quick", "esd-quick", "asd-quick"])
-def test_quick_particle_presets_use_the_default_camera_init(preset):
-    assert presets.get(preset).stages[0].method.camera_init == "default"
+def test_quick_particle_presets_get_the_default_camera_init(preset, setup):
+    choice = presets.get(preset).stages[0].method.camera_init
+    assert camera_init(choice, setup[0]) == "default"  # "auto" on the reference prior
 
 
 def test_camera_matters_after_the_first_steps_with_the_default_init(setup):

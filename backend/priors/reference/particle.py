@@ -8,7 +8,7 @@ output convolution starts at zero (like LoRA's B), so phi equals the prior's pla
 initialisation whatever the camera MLP holds; the output layer gets a gradient from the first step and every
 other layer from the second, so the residual moves at the particle learning rate. The camera enters like the
 diffusers camera MLP: `Linear(16, E) -> SiLU -> Linear(E, E)` added to the timestep embedding. With
-camera_init "default" (PyTorch's init, what the quick VSD/ESD/ASD presets use) camera and null camera give
+camera_init "default" (PyTorch's init; what "auto" gives on the reference prior) camera and null camera give
 different embeddings from the start, so ESD's entropy term (their difference) grows as soon as the output
 layer moves; with "zero" its output layer is zero too and that difference starts at second order (measured
 on mug renders under "a duck", AdamW at lr 1e-4: RMS camera-vs-null difference at t = 200 of 0.013 after 100

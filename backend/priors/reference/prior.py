@@ -91,6 +91,10 @@ def support_pixels(margin_px: float = 1.5) -> Tensor:
 class ReferencePrior:
     name = "reference"
     num_train_timesteps = 1000
+    # method.camera_init "auto": PyTorch's init of the particle model's camera MLP. Its residual's zero output
+    # layer already makes phi equal the prior at step 0; a zero camera layer too would keep camera and null
+    # camera equal until both had learnt (ESD == VSD), see particle.py.
+    reference_camera_init = "default"
 
     def __init__(self, cfg: ReferencePriorConfig | None = None, device: torch.device | str = "cpu") -> None:
         self.cfg = cfg if cfg is not None else ReferencePriorConfig()
