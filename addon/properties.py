@@ -2,8 +2,9 @@
 state becomes a job request.
 
 The settings of each preset (with the backend's defaults, ranges and help) come from `/v1/presets` at run
-time, so they are registered dynamically: one PropertyGroup per preset, held by `Scene.distillery_values`.
-Their values are ID properties of the scene, so they survive re-registration and file reloads. A setting the
+time, so they are registered dynamically: one PropertyGroup per preset, held by `Scene.distillery.values` (the
+add-on's ONE Scene pointer is `Scene.distillery`). Their values are ID properties of the scene, so they survive
+re-registration and file reloads. A setting the
 user has not touched keeps the preset's exact default (Blender floats are single precision; defaults are not
 round-tripped through them).
 """
@@ -25,7 +26,7 @@ from bpy.props import (
     StringProperty,
 )
 
-from . import request, runtime, scene_sync
+from . import reducer, request, runtime, scene_sync
 from .client import convert
 
 DEFAULT_PRESET = "gaussian-sds-quick"
@@ -133,12 +134,12 @@ def sync_presets(preset_list: list[dict]) -> None:
     container = type("DISTILLERY_PG_values", (bpy.types.PropertyGroup,), {"__annotations__": container_ann})
     bpy.utils.register_class(container)
     _DYNAMIC.append(container)
-    bpy.types.Scene.distillery_values = PointerProperty(type=container)
+    DISTILLERY_PG_settings.values = PointerProperty(type=container)
 
 
 def _unregister_dynamic() -> None:
-    if hasattr(bpy.types.Scene, "distillery_values"):
-        del bpy.types.Scene.distillery_values
+    if _DYNAMIC:
+        del DISTILLERY_PG_settings.values
     for cls in reversed(_DYNAMIC):
         bpy.utils.unregister_class(cls)
     _DYNAMIC.clear()
@@ -147,9 +148,9 @@ def _unregister_dynamic() -> None:
 def preset_values(scene: bpy.types.Scene, preset_name: str):
     """The settings group of `preset_name` in `scene`, or None before the presets are known."""
     attr = _GROUP_ATTR.get(preset_name)
-    if attr is None or not hasattr(scene, "distillery_values"):
+    if attr is None or not _DYNAMIC:
         return None
-    return getattr(scene.distillery_values, attr)
+    return getattr(scene.distillery.values, attr)
 
 
 def setting_ident(preset_name: str, key: str) -> str | None:
@@ -255,7 +256,8 @@ class DISTILLERY_PG_job(bpy.types.PropertyGroup):
     created: FloatProperty(name="Created")
     step: IntProperty(name="Step")
     steps: IntProperty(name="Steps")
-    count: IntProperty(name="Gaussians")
+    count: IntProperty(name="Count", description="Gaussians, or mesh vertices")
+    kind: StringProperty(name="Kind", description="gaussians or mesh")
     object_name: StringProperty(name="Object")
     error_code: StringProperty(name="Error")
     request_json: StringProperty(name="Request")
@@ -299,19 +301,22 @@ class DISTILLERY_PG_settings(bpy.types.PropertyGroup):
     job_error_code: StringProperty(name="Error")
     job_error_message: StringProperty(name="Error message")
     job_error_hint: StringProperty(name="Hint")
+    job_error_field: StringProperty(name="Field at fault", description="The panel field or setting to highlight")
+    job_kind: StringProperty(name="Kind", description="gaussians or mesh")
+    job_count: IntProperty(name="Count", description="Gaussians, or mesh vertices, of the final asset")
     history: CollectionProperty(type=DISTILLERY_PG_job)
     history_index: IntProperty(name="Job", default=0)
 
     @property
     def job_running(self) -> bool:
-        return self.job_state in ("submitting", "queued", "running", "resumed", "cancelling")
+        return self.job_state in reducer.RUNNING
 
     def to_request(self, context) -> tuple[dict, dict]:
         """(JobConfig dict, placement) from the panel: the ONE place UI state becomes a job request.
 
         placement: where the result goes (location, rotation about Z so its front faces the active camera,
         scale of a seeded shape, object name). Raises request.RequestError naming the field."""
-        scene = context.scene
+        scene = self.id_data  # the scene that owns these settings (the pump may build it for another scene)
         preset = find_preset(self.preset)
         if preset is None:
             raise request.RequestError("preset", f"unknown preset {self.preset!r}" if _PRESETS else

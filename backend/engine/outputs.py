@@ -176,5 +176,5 @@ def write_final(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: 
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, out_dir / "result.json")
     emit(make_event("result", job_id, artifacts=result["artifacts"], metrics=metrics or {}, count=result["count"],
-                    seconds=result["seconds"]))
+                    kind=kind, faces=result["faces"], seconds=result["seconds"]))
     return result

@@ -30,7 +30,7 @@ except ImportError:  # the backend's interpreter: this folder belongs to .venv-b
     collect_ignore_glob = ["test_*.py"]
 
 PKG = "bl_ext.user_default.distillery"
-MODULES = ("runtime", "scene_sync", "properties", "preferences", "operators", "panels", "request", "launcher",
+MODULES = ("runtime", "link", "reducer", "failures", "scene_sync", "properties", "preferences", "operators", "panels", "request", "launcher",
            "client.ply", "client.convert")
 
 
@@ -96,16 +96,22 @@ def addon(ext):
     s = scene.distillery
     s.history.clear()
     for key in ("job_id", "job_state", "job_message", "job_error_code", "job_error_message", "job_error_hint",
-                "prompt", "negative_prompt", "prior", "method", "representation"):
+                "job_error_field", "job_kind", "prompt", "negative_prompt", "prior", "method", "representation"):
         setattr(s, key, "")
     s.seed_object = None
     s.seed = s.steps = 0
     s.use_camera_front = False
+    rt = ext.runtime.RUNTIME
+    if rt is not None:
+        rt.views.clear()
+        rt.pending_submit = None
+        rt.pending_cancels.clear()
     yield ext
     rt = ext.runtime.RUNTIME
     if rt is not None:
         rt.shutdown()
         rt.view = ext.runtime.BackendView()
+        rt.pending_submit = None
 
 
 def pump_until(ext, predicate, timeout: float = 20.0, interval: float = 0.02):

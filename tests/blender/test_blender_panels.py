@@ -86,6 +86,7 @@ def test_panels_in_every_state(addon, presets_payload):
     panels = addon.panels
     rt = addon.runtime.RUNTIME
     s = bpy.context.scene.distillery
+    addon.properties.sync_presets([])  # as before the first connection (other tests may have loaded them)
     # no backend yet: a fix-it box, no settings
     log = draw(panels.DISTILLERY_PT_main)
     assert ("operator", "distillery.generate") in log

@@ -104,10 +104,11 @@ def test_an_error_shows_a_fix_that_works(addon, server):
     bpy.ops.distillery.generate()
     pump_until(addon, lambda: s.job_state == "failed")
     probs = addon.panels.problems(bpy.context)
-    assert [(p.title, p.operator, p.props) for p in probs] == [
+    assert [(p.title, p.actions[0].operator, dict(p.actions[0].props)) for p in probs] == [
         ("Out of GPU memory", "distillery.fix", {"action": "LOWER_RESOLUTION"})]
-    assert "render at 256" in probs[0].detail
     res_key = next(x["key"] for x in server.presets[0]["settings"] if x["key"].endswith(".camera.resolution"))
+    assert probs[0].cause.startswith("out of memory at 512 px") and res_key in probs[0].cause  # names the setting
+    assert probs[0].hint == "render at 256"
     before = server.submitted[-1]
     server.script = server.default_script
     assert bpy.ops.distillery.fix(action="LOWER_RESOLUTION") == {"FINISHED"}
@@ -126,7 +127,7 @@ def test_a_dead_backend_is_noticed_within_10_s_and_offers_a_restart(addon, serve
     pump_until(addon, lambda: rt.view.state == "unresponsive", timeout=12)
     assert time.monotonic() - t0 <= 10.0
     probs = addon.panels.problems(bpy.context)
-    assert probs and probs[0].operator == "distillery.backend_restart"
+    assert probs and probs[0].actions[0].operator == "distillery.backend_restart"
 
 
 def test_a_launched_backend_that_exits_is_reported_dead(addon, tmp_path):
@@ -141,9 +142,12 @@ def test_a_launched_backend_that_exits_is_reported_dead(addon, tmp_path):
     assert time.monotonic() - t0 < 10.0
     assert "exited with code 1" in rt.view.message
     probs = addon.panels.problems(bpy.context)
-    assert probs[0].title == "Backend stopped" and probs[0].operator == "distillery.backend_restart"
+    assert probs[0].title == "Backend stopped"
+    assert [a.operator for a in probs[0].actions] == ["distillery.show_log", "distillery.backend_restart"]
     p.python_path = str(tmp_path / "missing-python")
-    assert addon.panels.problems(bpy.context)[0].title == "Backend not installed"
+    prob = addon.panels.problems(bpy.context)[0]
+    assert prob.title == "Backend not installed"
+    assert [a.operator for a in prob.actions] == ["distillery.venv_install", "distillery.open_preferences"]
 
 
 def test_history_reimport_and_delete(addon, server):
