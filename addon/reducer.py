@@ -57,6 +57,8 @@ def reduce(view: JobView, ev: dict) -> JobView:
             out = r(out, cancel_pending=False)
         if state == "succeeded":
             out = r(out, progress=1.0)
+            if view.message.startswith("done:"):  # the result's summary says more than the final status
+                out = r(out, message=view.message)
         return out
     if kind == "progress":
         total = max(1, int(ev.get("total_steps") or ev.get("steps") or 1))
