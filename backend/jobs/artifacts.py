@@ -17,8 +17,8 @@ FINAL_NAMES = ("asset.ply", "asset.glb", "preview.png", "turntable.gif", "turnta
 _NAME = re.compile(r"^(?:asset\.ply|asset\.glb|preview\.png|turntable\.gif|turntable\.png|result\.json|"
                    r"snapshot-[0-9]{6,9}\.ply|preview-[0-9]{6,9}\.png)$")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-MEDIA_TYPES = {".ply": "application/octet-stream", ".glb": "model/gltf-binary", ".png": "image/png", ".gif": "image/gif",
-               ".json": "application/json"}
+MEDIA_TYPES = {".ply": "application/octet-stream", ".glb": "model/gltf-binary", ".png": "image/png",
+               ".gif": "image/gif", ".json": "application/json"}
 
 
 def valid_name(name: str) -> bool:
