@@ -15,7 +15,8 @@ Event types and their fields:
 - snapshot: artifact (file name of a PLY), kind ("gaussians" | "mesh"), count, step. Clients apply only the
             newest snapshot per job (keep-latest).
 - warning:  code, message (e.g. a skipped non-finite step).
-- result:   artifacts {role: file name} (asset, preview, turntable, result), metrics {name: float}.
+- result:   artifacts {role: file name} (asset, asset_glb for meshes, preview, turntable, result), metrics
+            {name: float}, kind (one of SNAPSHOT_KINDS: how to decode `asset`), count, faces (meshes), seconds.
 - error:    code (one of ERROR_CODES), message, hint.
 """
 
