@@ -17,7 +17,7 @@ Event types and their fields:
 - warning:  code, message (e.g. a skipped non-finite step).
 - result:   artifacts {role: file name} (asset, asset_glb for meshes, preview, turntable, result), metrics
             {name: float}, kind (one of SNAPSHOT_KINDS: how to decode `asset`), count, faces (meshes), seconds.
-- error:    code (one of ERROR_CODES), message, hint.
+- error:    code (one of ERROR_CODES), message, hint; INVALID_CONFIG adds `field` (the dotted setting key).
 """
 
 from __future__ import annotations

@@ -318,7 +318,8 @@ class JobManager:
             else:
                 error = msg.get("error") if isinstance(msg.get("error"), dict) else {}
                 error = {"code": str(error.get("code", "INTERNAL")), "message": str(error.get("message", "failed")),
-                         "hint": str(error.get("hint", "")), **{k: error[k] for k in ("free", "total") if k in error}}
+                         "hint": str(error.get("hint", "")),
+                         **{k: error[k] for k in ("free", "total", "field") if k in error}}
                 self._fail(job_id, error)
         self._notify(job_id)
         self._kick()

@@ -188,3 +188,33 @@ def test_model_missing_offers_the_download(addon, server, tmp_path, monkeypatch)
     assert rt.installer.state == "succeeded"
     assert seen.read_text().split() == ["-m", "backend", "models", "download", "sd21"]
     p.mode = "CONNECT"
+
+
+def test_an_invalid_setting_is_highlighted_and_reset(addon, server):  # noqa: F811
+    """INVALID_CONFIG names the setting: it is drawn in red (even under a closed Advanced) and reset."""
+    from test_blender_panels import draw
+
+    scene = bpy.context.scene
+    s = scene.distillery
+    s.prompt = "a mug"
+    s.preset = server.presets[0]["name"]
+    setting = next(x for x in addon.request.editable_settings(server.presets[0])
+                   if x.get("advanced", True) and x["kind"] == "float")
+    key = setting["key"]
+    ident = addon.properties.setting_ident(s.preset, key)
+    group = addon.properties.preset_values(scene, s.preset)
+    setattr(group, ident, setting["default"] + 1.0)
+    server.script = lambda job_id, cfg: [
+        {"type": "error", "code": "INVALID_CONFIG", "message": f"{key}: out of range", "hint": "allowed: 0..1",
+         "field": key},
+        {"type": "status", "state": "failed", "message": "failed"}]
+    bpy.ops.distillery.generate()
+    pump_until(addon, lambda: s.job_state == "failed")
+    prob = _only_problem(addon, "Invalid setting")
+    assert prob.field == key and prob.cause == f"{key}: out of range" and prob.hint == "allowed: 0..1"
+    assert _actions(prob) == [("distillery.fix", {"action": "RESET_FIELD"})]
+    s.show_advanced = False
+    assert ("alert", ident) in draw(addon.panels.DISTILLERY_PT_settings)
+    assert group.is_property_set(ident)
+    assert bpy.ops.distillery.fix(action="RESET_FIELD") == {"FINISHED"}
+    assert not group.is_property_set(ident) and not addon.panels.problems(bpy.context)
