@@ -132,6 +132,11 @@ class DISTILLERY_PT_main(bpy.types.Panel):
         row.operator("distillery.open_preferences", text="", icon="PREFERENCES")
         for prob in problems(context):
             draw_problem(layout.box(), prob)
+        snap = rt.installer.snapshot() if rt is not None and rt.installer is not None else None
+        if snap and snap["state"] == "running":  # an install or a model download started from a fix-it box
+            row = layout.row(align=True)
+            row.progress(text=snap["message"], factor=snap["progress"], type="BAR")
+            row.operator("distillery.venv_cancel", text="", icon="CANCEL")
 
         col = layout.column()
         sub = _field_row(col, s, "prompt")

@@ -293,8 +293,8 @@ class JobManager:
             if kind == "progress" and isinstance(event.get("global_step"), int):
                 self.store.set_step(job_id, event["global_step"])
             if kind == "result":
-                self.store.set_result(job_id, {k: event.get(k) for k in ("artifacts", "metrics", "count",
-                                                                         "seconds")})
+                self.store.set_result(job_id, {k: event.get(k) for k in ("artifacts", "metrics", "kind", "count",
+                                                                         "faces", "seconds")})
             self.store.append(job_id, event)
         self._notify(job_id)
 

@@ -133,7 +133,7 @@ class _Session:
         return _Handle(self.server, job_id)
 
 
-class link_error(Exception):  # noqa: N801 - stands in for client.BackendError
+class link_error(Exception):  # stands in for client.BackendError
     def __init__(self, code):
         super().__init__(code)
         self.code = code

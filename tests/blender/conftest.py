@@ -102,6 +102,8 @@ def addon(ext):
     s.seed_object = None
     s.seed = s.steps = 0
     s.use_camera_front = False
+    for preset in ext.properties.presets():  # settings edited by an earlier test go back to the defaults
+        ext.properties.reset_values(scene, preset["name"])
     rt = ext.runtime.RUNTIME
     if rt is not None:
         rt.views.clear()
@@ -113,6 +115,7 @@ def addon(ext):
         rt.shutdown()
         rt.view = ext.runtime.BackendView()
         rt.pending_submit = None
+        rt.use_session_factory(ext.runtime.default_session_factory)  # a fake backend stays with its test
 
 
 def pump_until(ext, predicate, timeout: float = 20.0, interval: float = 0.02):

@@ -32,7 +32,8 @@ def test_every_error_code_has_a_fix(addon):
     failures = addon.failures
     protocol = importlib.import_module(f"{addon.pkg}.client.protocol")
     for code in protocol.ERROR_CODES:
-        fix = failures.FIXES[code]
+        assert failures.FIXES[code].actions, code
+    for code, fix in failures.FIXES.items():
         assert fix.title and fix.cause and fix.actions, code
         for action in fix.actions:
             mod, name = action.operator.split(".")
@@ -159,6 +160,8 @@ def test_a_bad_field_is_highlighted_with_its_fix(addon, server, case):  # noqa: 
 
 
 def test_model_missing_offers_the_download(addon, server, tmp_path, monkeypatch):  # noqa: F811
+    from test_blender_panels import draw
+
     s = bpy.context.scene.distillery
     s.prompt = "a teapot"
     hint = "fetch it with: distillery models download sd21"
@@ -175,7 +178,9 @@ def test_model_missing_offers_the_download(addon, server, tmp_path, monkeypatch)
     # The action runs the backend's own download command with the backend's interpreter (a stand-in here).
     seen = tmp_path / "argv.txt"
     fake_python = tmp_path / "python"
-    fake_python.write_text(f"#!/bin/sh\necho \"$@\" > {seen}\necho 'sd21: ready'\n")
+    go = tmp_path / "go"
+    fake_python.write_text(f"#!/bin/sh\necho \"$@\" > {seen}\nwhile [ ! -f {go} ]; do sleep 0.05; done\n"
+                           "echo 'sd21: ready'\n")
     fake_python.chmod(0o755)
     p = prefs(addon)
     p.mode, p.python_path = "LAUNCH", str(fake_python)
@@ -184,6 +189,8 @@ def test_model_missing_offers_the_download(addon, server, tmp_path, monkeypatch)
     monkeypatch.setattr(addon.preferences, "online_access", lambda: True)
     assert bpy.ops.distillery.download_model() == {"FINISHED"}
     rt = addon.runtime.RUNTIME
+    assert ("progress", "Download sd21") in draw(addon.panels.DISTILLERY_PT_main)  # shown while it runs
+    go.write_text("")
     rt.installer.thread.join(30)
     assert rt.installer.state == "succeeded"
     assert seen.read_text().split() == ["-m", "backend", "models", "download", "sd21"]
