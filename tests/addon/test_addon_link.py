@@ -158,3 +158,25 @@ def test_a_cancel_while_the_backend_is_down_is_sent_after_it_is_back():
             break
         threading.Event().wait(0.01)
     assert server.cancelled == [job] and rt.pending_cancels == set()
+
+
+def _mesh_bytes() -> bytes:
+    from addon.client import ply
+
+    verts = [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    return ply.write_mesh(None, verts, [[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]])
+
+
+def test_the_final_asset_is_decoded_by_the_result_kind():
+    """A mesh job's asset.ply is read as a mesh (the result names its kind; an older server that does not is
+    read by the kind of its last snapshot), never as Gaussians."""
+    blob = _mesh_bytes()
+    handle = type("H", (), {"download": lambda self, name: blob})()
+    for result, snapshot_kind in (({"kind": "mesh"}, ""), ({}, "mesh")):
+        rt = link.Runtime(lambda: None)
+        w = link.Watcher("b" * 32, "Scene", handle, threading.Event(), kind=snapshot_kind)
+        rt._on_event(w, {"type": "result", "artifacts": {"asset": "asset.ply"}, "count": 4, **result})
+        geometry = rt.mailbox.take_geometry()[w.job_id].data
+        verts, faces, _ = geometry["payload"]
+        assert geometry["kind"] == "mesh" and geometry["final"] and verts.shape == (4, 3) and faces.shape == (4, 3)
+        assert [m.data["type"] for m in rt.mailbox.drain()] == ["result"]  # no "could not read" warning
