@@ -128,7 +128,7 @@ class DISTILLERY_PT_main(bpy.types.Panel):
         if rt is not None and rt.view.state == "alive":
             row.label(text=f"Backend ready{_queue_text(rt)}", icon="CHECKMARK")
         else:
-            preferences.draw_backend_status(row.column(), rt)
+            preferences.draw_backend_status(row.column(), rt, brief=True)
         row.operator("distillery.open_preferences", text="", icon="PREFERENCES")
         for prob in problems(context):
             draw_problem(layout.box(), prob)

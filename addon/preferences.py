@@ -180,8 +180,9 @@ class DISTILLERY_AP_preferences(bpy.types.AddonPreferences):
                     logbox.label(text=line[:160])
 
 
-def draw_backend_status(layout, rt, full: bool = False) -> None:
-    """Backend state, and with `full` its versions, devices and renderers (from /v1/health)."""
+def draw_backend_status(layout, rt, full: bool = False, brief: bool = False) -> None:
+    """Backend state, and with `full` its versions, devices and renderers (from /v1/health). `brief`: the
+    state line only (the panel's fix-it box states the cause)."""
     if rt is None:
         layout.label(text="Add-on not registered", icon="ERROR")
         return
@@ -190,6 +191,8 @@ def draw_backend_status(layout, rt, full: bool = False) -> None:
             "dead": "ERROR", "stopped": "RADIOBUT_OFF"}.get(v.state, "INFO")
     where = f" at {v.base_url}" if v.base_url and v.state != "stopped" else ""
     layout.label(text=f"Backend {v.state}{where}", icon=icon)
+    if brief:
+        return
     if v.message and v.state != "alive":
         layout.label(text=v.message)
     if v.hint and v.state != "alive":
