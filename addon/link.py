@@ -298,7 +298,8 @@ class Watcher:
 
 
 class Runtime:
-    """Module state of the add-on while it is registered (RUNTIME below)."""
+    """The add-on's state while it is registered (`runtime.RUNTIME` holds the one instance): the backend link,
+    the job watchers, the installer, and the requests waiting for the backend."""
 
     def __init__(self, session_factory: Callable = default_session_factory) -> None:
         self.mailbox = Mailbox()
