@@ -23,10 +23,12 @@ from typing import Any
 
 from . import launcher
 from .client import ply as plyio
+from .client import protocol
 
 HEALTH_EVERY = 2.0
 DEAD_AFTER = 6.0  # no answer for this long: unresponsive (shown within 10 s with the monitor's 2 s period)
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = protocol.TERMINAL_STATES
+# protocol.CLIENT_ERROR_CODES that mean "unreachable now" (a call worth repeating once the backend is back)
 CONNECTION_CODES = ("CONNECTION_REFUSED", "CONNECTION_LOST", "TIMEOUT", "CONNECTION_ERROR", "UNAVAILABLE")
 
 
@@ -378,7 +380,7 @@ class Runtime:
                 return  # previews are PNG grids for other clients; the scene object is the live view
             if kind == "result":
                 asset = (ev.get("artifacts") or {}).get("asset", "")
-                if asset.endswith(".ply"):  # the final asset (Gaussians or a mesh) replaces the last snapshot
+                if asset == protocol.ASSET_PLY:  # the final asset (Gaussians or a mesh) replaces the last snapshot
                     asset_kind = ev.get("kind") or w.kind or "gaussians"
                     geometry = _decode(asset_kind, w.handle.download(asset))
                     self.mailbox.post_geometry(w.job_id, {"kind": asset_kind, "payload": geometry,
@@ -434,7 +436,8 @@ class Runtime:
             handle = self.session.handle(job_id)
             _spawn(self._call, job_id, "delete", handle.delete, name="distillery-delete")
 
-    def reimport(self, job_id: str, scene_name: str, kind: str = "gaussians", artifact: str = "asset.ply") -> None:
+    def reimport(self, job_id: str, scene_name: str, kind: str = "gaussians",
+                 artifact: str = protocol.ASSET_PLY) -> None:
         if self.session is None:
             raise RuntimeError("the backend is not connected")
         handle = self.session.handle(job_id)
