@@ -105,6 +105,21 @@ CLIENT_ERROR_CODES = (  # raised inside a client, never sent by the server
     "CONNECTION_ERROR",
     "BAD_RESPONSE",  # the answer is not what the protocol says
     "BACKEND_NOT_INSTALLED",  # the add-on has no backend to start
+    # the add-on's own diagnoses (addon/failures.py): each has a fix-it box
+    "BACKEND_NOT_RUNNING",  # stopped: start it
+    "BACKEND_NO_INTERPRETER",  # no Python set for the backend, or it does not exist
+    "BACKEND_MISSING_PACKAGE",  # the backend's Python lacks a package ("No module named 'torch'")
+    "BACKEND_INCOMPLETE",  # the managed environment lacks some of the backend's packages
+    "BACKEND_EXITED",  # the launched process exited
+    "BACKEND_START_TIMEOUT",  # it did not answer within the start-up timeout
+    "BACKEND_UNRESPONSIVE",  # it stopped answering
+    "BACKEND_UNREACHABLE",  # nothing answers at the URL given
+    "PROTOCOL_MISMATCH",  # the backend speaks another PROTOCOL_VERSION
+    "SUBMIT_FAILED",  # the job could not be sent
+    "EMPTY_PROMPT",  # panel fields the add-on checks before sending
+    "NO_CAMERA",
+    "BAD_SEED_SHAPE",
+    "PRESETS_NOT_LOADED",
 )
 
 # ---------------------------------------------------------------------------------------------- artifacts
