@@ -213,7 +213,8 @@ class DISTILLERY_OT_download_model(bpy.types.Operator):
         s = context.scene.distillery
         if rt is None or p is None:
             return {"CANCELLED"}
-        name = self.model or failures.model_name_from_hint(s.job_error_hint)
+        name = (self.model or failures.model_name_from_hint(s.job_error_hint)
+                or failures.model_name_from_hint(s.job_error_message))  # "... distillery models download NAME"
         if not name:
             self.report({"ERROR"}, "The error names no model; see 'distillery models' for the list")
             return {"CANCELLED"}

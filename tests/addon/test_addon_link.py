@@ -58,6 +58,12 @@ def test_every_protocol_error_code_has_a_fix():
     assert prob.cause == "sd21 is not cached"  # one line
     assert [a.operator for a in prob.actions] == ["distillery.download_model", "distillery.open_preferences"]
     assert failures.model_name_from_hint(prob.hint) == "sd21"
+    # the backend's own MODEL_MISSING message names the command too
+    from backend.priors.hub import ModelNotFoundError, short_name
+
+    model = "stabilityai/stable-diffusion-2-1-base"
+    message = str(ModelNotFoundError(model, "/cache", ["unet"]))
+    assert failures.model_name_from_hint(message) == short_name(model)
     assert failures.problem_for("NO_SUCH_CODE").actions[0].button == "Retry"
 
 
