@@ -23,7 +23,7 @@ from typing import Any
 
 from . import launcher
 from .client import ply as plyio
-from .client import protocol
+from .client import protocol, splat
 
 HEALTH_EVERY = 2.0
 DEAD_AFTER = 6.0  # no answer for this long: unresponsive (shown within 10 s with the monitor's 2 s period)
@@ -452,6 +452,20 @@ class Runtime:
             self.mailbox.post("reimport", job_id, {"scene": scene_name, "payload": geometry, "kind": kind})
         _spawn(work, name="distillery-download")
 
+    def import_ply(self, path: str, scene_name: str, reader: Callable[[str], dict]) -> None:
+        """Read a 3DGS PLY in a worker thread with `reader` (numpy, no bpy: scene_sync.read_import); the pump
+        creates the object."""
+        _spawn(self._import_worker, path, scene_name, reader, name="distillery-import")
+
+    def _import_worker(self, path: str, scene_name: str, reader: Callable[[str], dict]) -> None:
+        name = Path(path).stem
+        try:
+            arrays = reader(path)
+        except (plyio.PLYError, OSError) as exc:
+            self.mailbox.post("import", data={"scene": scene_name, "name": name, "error": f"{Path(path).name}: {exc}"})
+            return
+        self.mailbox.post("import", data={"scene": scene_name, "name": name, "payload": arrays})
+
     def _call(self, job_id: str, what: str, fn: Callable) -> None:
         try:
             fn()
@@ -477,4 +491,4 @@ def _decode(kind: str, data: bytes) -> Any:
     """PLY bytes -> arrays, in the reader thread (numpy; sizes checked before allocating)."""
     if kind == "mesh":
         return plyio.read_mesh(data)
-    return plyio.read_gaussians(data)
+    return splat.with_display(plyio.read_gaussians(data))  # the display's maths off the main thread

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import bpy
 
-from . import failures, launcher, operators, preferences, properties, request, runtime, scene_sync
+from . import display, failures, launcher, operators, preferences, properties, request, runtime, scene_sync
 
 Problem = failures.Problem
 _MANAGED_CHECK: dict[str, tuple[float, str, str]] = {}  # venv -> (site-packages mtime, code, message)
@@ -86,6 +86,19 @@ def protocol_mismatch(rt) -> str:
     if theirs is not None and int(theirs) != protocol.PROTOCOL_VERSION:
         return f"the backend speaks protocol {theirs}, this add-on {protocol.PROTOCOL_VERSION}"
     return ""
+
+
+def _wrap(layout, text: str, width: int = 48) -> None:
+    col = layout.column(align=True)
+    line = ""
+    for word in text.split():
+        if len(line) + len(word) + 1 > width:
+            col.label(text=line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    if line:
+        col.label(text=line)
 
 
 def draw_problem(box, prob: Problem) -> None:
@@ -265,6 +278,15 @@ class DISTILLERY_PT_display(bpy.types.Panel):
         for item in mod.node_group.interface.items_tree:
             if getattr(item, "in_out", None) == "INPUT" and item.socket_type != "NodeSocketGeometry":
                 col.prop(mod, f'["{item.identifier}"]', text=item.name)
+        layout.label(text="Viewport: Ellipsoids. Camera renders: Camera Facing", icon="INFO")
+        layout.label(text="Solid view colours: Camera Facing, Color: Attribute")
+        for code, sentence in display.render_notes(context.scene):
+            box = layout.box()
+            _wrap(box, sentence)
+            label = {"VIEW_TRANSFORM": "Use Standard View Transform",
+                     "TRANSPARENT_BOUNCES": "Raise Transparent Bounces"}[code]
+            op = box.operator("distillery.splat_settings", text=label)
+            op.setting = code
         layout.operator("distillery.export_ply", icon="EXPORT")
 
 

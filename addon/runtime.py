@@ -180,6 +180,10 @@ def _apply_message(rt: Runtime, msg: Msg) -> bool:
             if obj is not None:
                 obj[scene_sync.STATE_KEY] = view.state
         return True
+    if msg.kind == "import":
+        scene = bpy.data.scenes.get(msg.data["scene"]) or bpy.context.scene
+        scene.distillery.job_message = scene_sync.finish_import(scene, msg.data)
+        return True
     if msg.kind == "reimport":
         scene = bpy.data.scenes.get(msg.data["scene"]) or bpy.context.scene
         entry = _history_entry(scene, msg.job_id)
