@@ -165,6 +165,7 @@ class BackendProcess:
         if spec.token_file.exists():
             spec.token_file.unlink()  # a stale token must not be mistaken for the new server's
         self._log = open(spec.log_file, "ab")  # noqa: SIM115 - closed in stop()
+        self._log_start = self._log.tell()  # this run's lines start here (the file keeps earlier runs)
         kwargs: dict = {}
         if os.name == "nt":
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
@@ -182,7 +183,8 @@ class BackendProcess:
         return self.proc.poll()
 
     def log_tail(self, lines: int = 20) -> list[str]:
-        return read_tail(self.spec.log_file, lines)
+        """The last lines THIS process wrote (an earlier run's error is never taken for this one's)."""
+        return read_tail(self.spec.log_file, lines, start=self._log_start)
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout` s. Blocking: call it from a worker thread."""
@@ -206,11 +208,12 @@ class BackendProcess:
                 self.proc.send_signal(signal.SIGTERM)
 
 
-def read_tail(path: Path, lines: int) -> list[str]:
+def read_tail(path: Path, lines: int, start: int = 0) -> list[str]:
+    """The last `lines` lines of a log file (of its last 16 KiB), from byte `start` on."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 16384))
+            f.seek(max(start, f.tell() - 16384))
             return f.read().decode("utf-8", errors="replace").splitlines()[-lines:]
     except OSError:
         return []

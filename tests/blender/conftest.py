@@ -113,6 +113,9 @@ def addon(ext):
         rt.view = ext.runtime.BackendView()
         rt.pending_submit = None
         rt.use_session_factory(ext.runtime.default_session_factory)  # a fake backend stays with its test
+    p = prefs(ext)
+    for name in ("mode", "python_path", "url", "token_file", "data_dir", "auto_start"):
+        p.property_unset(name)  # the preferences' defaults for the next test
 
 
 def pump_until(ext, predicate, timeout: float = 20.0, interval: float = 0.02):

@@ -194,7 +194,6 @@ def test_model_missing_offers_the_download(addon, server, tmp_path, monkeypatch)
     rt.installer.thread.join(30)
     assert rt.installer.state == "succeeded"
     assert seen.read_text().split() == ["-m", "backend", "models", "download", "sd21"]
-    p.mode = "CONNECT"
 
 
 def test_an_invalid_setting_is_highlighted_and_reset(addon, server):  # noqa: F811
