@@ -198,11 +198,10 @@ class Worker:
             out = _failed("INVALID_CONFIG", str(exc), exc.allowed and f"allowed: {exc.allowed}")
             out["error"]["field"] = exc.field  # the client highlights the setting at fault
             return out
+        except ModelNotFoundError as exc:
+            return _failed("MODEL_MISSING", str(exc), exc.hint)
         except UnknownPromptError as exc:
             return _failed("UNKNOWN_PROMPT", str(exc), "use a prompt the reference prior knows, or a real prior")
-        except ModelNotFoundError as exc:
-            return _failed("MODEL_MISSING", str(exc), "download the model (`distillery models`), or set the "
-                           "Hugging Face cache folder the backend reads")
         except torch.cuda.OutOfMemoryError:
             oom = True  # handled below, once this frame no longer holds the traceback and its tensors
         except Exception as exc:
