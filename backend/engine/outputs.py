@@ -179,7 +179,7 @@ def write_final(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: 
     tmp = out_dir / f".result.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, out_dir / names["result"])
+    extra = {"faces": result["faces"]} if kind == "mesh" else {}
     emit(make_event("result", job_id, artifacts=result["artifacts"], metrics=metrics or {}, kind=kind,
-                    count=result["count"],
-                    seconds=result["seconds"]))
+                    count=result["count"], seconds=result["seconds"], **extra))
     return result
