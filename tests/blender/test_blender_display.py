@@ -301,6 +301,7 @@ def test_gaussians_widen_by_the_backends_low_pass_for_the_render_camera(addon):
     cam.data.type = "ORTHO"
     display.sync_pixel_angles(scene)
     assert half_diagonal() == pytest.approx(display.DEFAULT_SIZE * math.sqrt(2) * sigma, rel=0.02)
+    scene.render.resolution_percentage = 100  # the scene outlives the test
 
 
 def test_zero_gaussians_give_an_empty_object_or_a_one_line_error(addon, tmp_path):
