@@ -21,11 +21,15 @@ The node group built here turns them into one of three displays, all with each G
 
 Per-Gaussian values come from client/splat.py, computed where the PLY is decoded (off the main thread) and
 stored by scene_sync: alpha, the unit quaternion, sigma, and the colour: SH DC to display sRGB (0.5 + C0 f_dc,
-clamped, as the backend renders), then to linear with the exact sRGB curve, in the colour attribute
-`distillery_color`. Shaders emit it, so a render with the Standard view transform shows the backend's
-colours. Workbench's Solid view shows it with Attribute colouring on realised geometry (the camera-facing
-quads: the mesh names it as its active colour); it cannot read instance attributes, so ellipsoids and points
-show the material's grey there.
+clamped, as the backend renders) in the colour attribute `distillery_color`, kept as display values (the
+scene's Blend colours "As trained": Blender then blends what the backend blends, exact under the Raw view
+transform) or taken to linear light (Blend colours "Linear": exact under Standard). Shaders emit it.
+Workbench's Solid view shows it with Attribute colouring on realised geometry (the camera-facing quads: the
+mesh names it as its active colour); it cannot read instance attributes, so ellipsoids and points show the
+material's grey there.
+
+Every mode widens each Gaussian by the backend's 0.3 px^2 screen-space low-pass (see _low_pass), for the
+scene camera's angle per pixel (the "Pixel Angle" input, kept current by a depsgraph_update_post handler).
 
 Nothing here holds `bpy` references across calls; everything is looked up by name.
 """
@@ -33,11 +37,12 @@ Nothing here holds `bpy` references across calls; everything is looked up by nam
 from __future__ import annotations
 
 import bpy
+import numpy as np
 
 from .client import splat
 
 NODE_GROUP = "Distillery Gaussians"
-NODE_GROUP_VERSION = 7
+NODE_GROUP_VERSION = 8
 SPLAT_MATERIAL = "Distillery Splat"  # ellipsoids (instancer attributes, ray closest approach)
 FLAT_MATERIAL = "Distillery Splat Flat"  # camera-facing quads and points (geometry attributes)
 MESH_MATERIAL = "Distillery Mesh"
@@ -53,7 +58,11 @@ MIN_OPACITY = 1.0 / 255.0  # the backend's rasteriser skips Gaussians below this
 # unit sphere, i.e. the proxy encloses the whole ellipsoid at Size sigmas.
 ICO_INRADIUS = {1: 0.79464, 2: 0.93417, 3: 0.98224, 4: 0.99547}  # measured with bmesh, radius 1
 TRANSPARENT_BOUNCES = 128  # Cycles: each Gaussian a ray passes costs one transparent bounce (its front face)
-VIEW_TRANSFORM = "Standard"
+EPS2D = 0.3  # px^2: the low-pass the backend's rasteriser adds to every projected covariance (3DGS's)
+AUTOMATIC_INPUTS = ("Pixel Angle",)  # modifier inputs the add-on sets (from the camera), not the panel
+DEFAULT_BLEND = "TRAINED"
+VIEW_TRANSFORMS = {"TRAINED": "Raw", "LINEAR": "Standard"}  # the view transform that shows each blend exactly
+BLEND_KEY = "distillery_blend"  # on a Gaussian mesh: the blend its stored colours are for
 MODES = ("ellipsoids", "camera", "points")
 
 
@@ -276,6 +285,10 @@ def _interface(ng: bpy.types.NodeTree) -> None:
     s = iface.new_socket("Detail", in_out="INPUT", socket_type="NodeSocketInt")
     s.default_value, s.min_value, s.max_value = 1, 1, 4
     s.description = "Subdivisions of each ellipsoid proxy"
+    s = iface.new_socket("Pixel Angle", in_out="INPUT", socket_type="NodeSocketFloat")
+    s.default_value, s.min_value, s.max_value = 0.0, 0.0, 1.0
+    s.description = ("Radians per pixel of the active camera at the render resolution (set by the add-on): "
+                     "widens each Gaussian by the backend's 0.3 px^2 low-pass; 0 turns it off")
     iface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
 
 
@@ -300,7 +313,7 @@ def _build_node_group(ng: bpy.types.NodeTree, splat_mat: bpy.types.Material, fla
     # would copy every kept point's attributes first).
     visible = _math(n, lk, "GREATER_THAN", _named(n, ALPHA_ATTRIBUTE), gin.outputs["Min Opacity"])
     rotation = _named(n, ROTATION_ATTRIBUTE, "QUATERNION")
-    sigma = _named(n, SIGMA_ATTRIBUTE, "FLOAT_VECTOR")
+    sigma = _low_pass(n, lk, _named(n, SIGMA_ATTRIBUTE, "FLOAT_VECTOR"), gin.outputs["Pixel Angle"])
 
     ellipsoids = _ellipsoid_branch(n, lk, gin, geo, visible, rotation, sigma, size, splat_mat)
     camera = _camera_branch(n, lk, geo, visible, rotation, sigma, size, flat)
@@ -317,6 +330,21 @@ def _build_node_group(ng: bpy.types.NodeTree, splat_mat: bpy.types.Material, fla
     lk.new(points, _socket(switch.inputs, "False"))
     lk.new(which.outputs[0], _socket(switch.inputs, "True"))
     lk.new(switch.outputs[0], gout.inputs["Geometry"])
+
+
+def _low_pass(n, lk, sigma, pixel_angle):
+    """sqrt(sigma^2 + s^2) per axis, s^2 = EPS2D (pixel_angle * distance to the active camera)^2: the backend
+    adds EPS2D px^2 to each projected covariance; an isotropic s^2 I in 3D projects to about that (exactly on
+    the optical axis, a little wider off it) and keeps the Gaussian's axes (R (S^2 + s^2 I) R^T)."""
+    info = n.new("GeometryNodeObjectInfo")
+    info.transform_space = "RELATIVE"  # the camera in the Gaussian object's own space (object scale cancels)
+    lk.new(n.new("GeometryNodeInputActiveCamera").outputs[0], info.inputs["Object"])
+    dist = _vmath(n, lk, "DISTANCE", info.outputs["Location"], n.new("GeometryNodeInputPosition").outputs[0],
+                  out="Value")
+    pixel = _math(n, lk, "MULTIPLY", pixel_angle, dist)  # one pixel's size at the Gaussian, object units
+    s2 = _math(n, lk, "MULTIPLY", _math(n, lk, "MULTIPLY", pixel, pixel), EPS2D)
+    var = _vmath(n, lk, "ADD", _vmath(n, lk, "MULTIPLY", sigma, sigma), _xyz(n, lk, s2, s2, s2))
+    return _vmath(n, lk, "POWER", var, (0.5, 0.5, 0.5))
 
 
 def _ellipsoid_branch(n, lk, gin, geo, visible, rotation, sigma, size, material):
@@ -458,6 +486,37 @@ def attach(obj: bpy.types.Object) -> None:
     mod = obj.modifiers.get("Distillery") or obj.modifiers.new("Distillery", "NODES")
     mod.node_group = ensure_node_group()
     name_active_color(obj.data)
+    scene = bpy.context.scene
+    if scene is not None:
+        sync_pixel_angle(scene, obj)
+
+
+def pixel_angle(scene: bpy.types.Scene) -> float:
+    """Radians per pixel (at the image centre) of the scene's camera at its render resolution; 0 without a
+    perspective camera (the low-pass is then off)."""
+    cam = scene.camera
+    if cam is None or cam.type != "CAMERA" or cam.data.type != "PERSP":
+        return 0.0
+    r = scene.render
+    frame = cam.data.view_frame(scene=scene)  # the image's corners in camera space, on the plane z = -depth
+    xs, depth = [v.x for v in frame], abs(frame[0].z)
+    width_px = r.resolution_x * r.resolution_percentage / 100.0
+    if depth <= 0.0 or width_px <= 0.0:
+        return 0.0
+    return (max(xs) - min(xs)) / depth / width_px
+
+
+def sync_pixel_angle(scene: bpy.types.Scene, obj: bpy.types.Object) -> None:
+    """Set the display's Pixel Angle from the scene's camera and render resolution (only when it changed,
+    so an unchanged value does not re-evaluate the node group)."""
+    mod = obj.modifiers.get("Distillery")
+    if mod is None or mod.node_group is None:
+        return
+    ident = _modifier_input_id(mod.node_group, "Pixel Angle")
+    value = pixel_angle(scene)
+    if abs(float(mod.get(ident, -1.0)) - value) > 1e-9:
+        mod[ident] = value
+        obj.update_tag()
 
 
 def name_active_color(mesh: bpy.types.Mesh) -> None:
@@ -489,6 +548,60 @@ def set_display(obj: bpy.types.Object, mode: str | None = None, *, ellipsoids: b
         if value is not None:
             mod[_modifier_input_id(mod.node_group, name)] = value
     obj.update_tag()
+    if bpy.context.scene is not None:
+        sync_pixel_angle(bpy.context.scene, obj)
+
+
+@bpy.app.handlers.persistent
+def sync_pixel_angles(scene: bpy.types.Scene, *_args) -> None:
+    """depsgraph_update_post: keep every Gaussian object's Pixel Angle on the scene's camera and render
+    resolution (a few property reads per object; writes only on a change, which ends the cycle)."""
+    for obj in scene.objects:
+        if obj.type == "MESH" and obj.get("distillery_kind") == "gaussians":
+            sync_pixel_angle(scene, obj)
+
+
+def register() -> None:
+    if sync_pixel_angles not in bpy.app.handlers.depsgraph_update_post:
+        bpy.app.handlers.depsgraph_update_post.append(sync_pixel_angles)
+
+
+def unregister() -> None:
+    if sync_pixel_angles in bpy.app.handlers.depsgraph_update_post:
+        bpy.app.handlers.depsgraph_update_post.remove(sync_pixel_angles)
+
+
+# ---------------------------------------------------------------------------------------------- colour blending
+
+
+def scene_blend(scene: bpy.types.Scene) -> str:
+    """The scene's "Blend colours" setting (TRAINED: as the backend, in display values; LINEAR: in linear
+    light); the default where the add-on's settings are not registered (scripts)."""
+    settings = getattr(scene, "distillery", None)
+    return getattr(settings, "splat_blend", DEFAULT_BLEND) or DEFAULT_BLEND
+
+
+def set_mesh_blend(mesh: bpy.types.Mesh, blend: str) -> None:
+    """Re-express a Gaussian mesh's stored colours (distillery_color) for `blend`, in place."""
+    splat.check_blend(blend)
+    source = mesh.get(BLEND_KEY, "LINEAR")  # meshes from before the setting hold linear colours
+    attr = mesh.attributes.get(COLOR_ATTRIBUTE)
+    if source != blend and attr is not None and len(attr.data):
+        color = np.empty(len(attr.data) * 4, dtype=np.float32)
+        attr.data.foreach_get("color", color)
+        attr.data.foreach_set("color", splat.to_blend(color.reshape(-1, 4), source, blend).ravel())
+        mesh.update()
+    mesh[BLEND_KEY] = blend
+
+
+def apply_blend(scene: bpy.types.Scene, blend: str) -> int:
+    """Store every Gaussian object's colours of `scene` for `blend` (the setting's update); returns how many."""
+    count = 0
+    for obj in scene.objects:
+        if obj.type == "MESH" and obj.get("distillery_kind") == "gaussians":
+            set_mesh_blend(obj.data, blend)
+            count += 1
+    return count
 
 
 # ---------------------------------------------------------------------------------------------- scene advice
@@ -499,9 +612,12 @@ def render_notes(scene: bpy.types.Scene) -> list[tuple[str, str]]:
     Nothing is changed here: the panel shows these with a button (DISTILLERY_OT_splat_settings)."""
     notes = []
     view = scene.view_settings.view_transform
-    if view != VIEW_TRANSFORM:
-        notes.append(("VIEW_TRANSFORM", f"Colours are exact under the Standard view transform; this scene uses "
-                                        f"{view}, which shifts them"))
+    blend = scene_blend(scene)
+    wanted = VIEW_TRANSFORMS[blend]
+    if view != wanted:
+        how = "as trained" if blend == "TRAINED" else "in linear light"
+        notes.append(("VIEW_TRANSFORM", f"Splats blend {how}: colours are exact under the {wanted} view "
+                                        f"transform; this scene uses {view}, which shifts them"))
     if scene.render.engine == "CYCLES":
         bounces = scene.cycles.transparent_max_bounces
         if bounces < TRANSPARENT_BOUNCES:
@@ -511,12 +627,12 @@ def render_notes(scene: bpy.types.Scene) -> list[tuple[str, str]]:
 
 
 def apply_render_setting(scene: bpy.types.Scene, code: str) -> None:
-    """Apply one of render_notes()'s fixes (only when the user asks)."""
+    """Apply one of render_notes()'s fixes (only when the user asks): VIEW_TRANSFORM sets the view transform
+    that shows the scene's blend exactly (Raw for "As trained", Standard for "Linear")."""
     if code == "VIEW_TRANSFORM":
-        scene.view_settings.view_transform = VIEW_TRANSFORM
+        scene.view_settings.view_transform = VIEW_TRANSFORMS[scene_blend(scene)]
         scene.view_settings.look = "None"
     elif code == "TRANSPARENT_BOUNCES":
         scene.cycles.transparent_max_bounces = max(scene.cycles.transparent_max_bounces, TRANSPARENT_BOUNCES)
     else:
         raise ValueError(f"unknown setting {code!r}; expected VIEW_TRANSFORM or TRANSPARENT_BOUNCES")
-

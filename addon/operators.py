@@ -495,7 +495,9 @@ class DISTILLERY_OT_splat_settings(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012 - Blender's class attribute
 
     setting: EnumProperty(items=[
-        ("VIEW_TRANSFORM", "Use Standard View", "Set the view transform to Standard (colours exact)"),
+        ("VIEW_TRANSFORM", "Use Exact View Transform",
+         "Set the view transform that shows the splats' colours exactly: Raw when colours blend as trained, "
+         "Standard when they blend in linear light"),
         ("TRANSPARENT_BOUNCES", "More Transparent Bounces", "Raise Cycles' transparent bounces (no holes)"),
     ])
 

@@ -276,14 +276,17 @@ class DISTILLERY_PT_display(bpy.types.Panel):
             return
         col = layout.column()
         for item in mod.node_group.interface.items_tree:
-            if getattr(item, "in_out", None) == "INPUT" and item.socket_type != "NodeSocketGeometry":
+            if (getattr(item, "in_out", None) == "INPUT" and item.socket_type != "NodeSocketGeometry"
+                    and item.name not in display.AUTOMATIC_INPUTS):
                 col.prop(mod, f'["{item.identifier}"]', text=item.name)
+        layout.prop(context.scene.distillery, "splat_blend")
         layout.label(text="Viewport: Ellipsoids. Camera renders: Camera Facing", icon="INFO")
         layout.label(text="Solid view colours: Camera Facing, Color: Attribute")
         for code, sentence in display.render_notes(context.scene):
             box = layout.box()
             _wrap(box, sentence)
-            label = {"VIEW_TRANSFORM": "Use Standard View Transform",
+            label = {"VIEW_TRANSFORM": f"Use {display.VIEW_TRANSFORMS[display.scene_blend(context.scene)]} "
+                                       f"View Transform",
                      "TRANSPARENT_BOUNCES": "Raise Transparent Bounces"}[code]
             op = box.operator("distillery.splat_settings", text=label)
             op.setting = code

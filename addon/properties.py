@@ -27,7 +27,7 @@ from bpy.props import (
     StringProperty,
 )
 
-from . import reducer, request, runtime, scene_sync
+from . import display, reducer, request, runtime, scene_sync
 from .client import convert
 
 DEFAULT_PRESET = "gaussian-sds-quick"
@@ -273,6 +273,10 @@ class DISTILLERY_PG_job(bpy.types.PropertyGroup):
     placement_json: StringProperty(name="Placement")
 
 
+def _blend_update(self, context) -> None:
+    display.apply_blend(context.scene, self.splat_blend)  # re-stores every Gaussian object's colours
+
+
 class DISTILLERY_PG_settings(bpy.types.PropertyGroup):
     prompt: StringProperty(name="Prompt", description="What to generate, e.g. 'a blue mug'")
     negative_prompt: StringProperty(name="Negative", description="What to steer away from")
@@ -295,6 +299,13 @@ class DISTILLERY_PG_settings(bpy.types.PropertyGroup):
                                  description="Start the Gaussians on the surface of this mesh object")
     seed_count: IntProperty(name="Seed points", default=1000, min=16, max=request.MAX_SEED_POINTS,
                             description="Points sampled on the seed shape's surface")
+    splat_blend: EnumProperty(
+        name="Blend colours", default=display.DEFAULT_BLEND, update=_blend_update,
+        items=[("TRAINED", "As trained", "Blend the colours as the backend renders them and trained them (display "
+                                         "values): exact colours under the Raw view transform"),
+               ("LINEAR", "Linear", "Blend in linear light (physically based): exact under Standard, but "
+                                    "Gaussians hidden behind a surface can tint it")],
+        description="How overlapping splats mix their colours")
     show_settings: BoolProperty(name="Settings", default=False)
     show_advanced: BoolProperty(name="Advanced", default=False)
 

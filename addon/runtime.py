@@ -336,6 +336,7 @@ def register(session_factory: Callable = default_session_factory) -> Runtime:
         bpy.app.timers.register(pump, first_interval=PUMP_IDLE, persistent=True)
     if _on_load_post not in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.append(_on_load_post)
+    scene_sync.display.register()  # the display follows the render camera (its low-pass)
     return RUNTIME
 
 
@@ -349,3 +350,4 @@ def unregister() -> None:
         bpy.app.timers.unregister(pump)
     if _on_load_post in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(_on_load_post)
+    scene_sync.display.unregister()

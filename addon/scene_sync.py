@@ -89,11 +89,11 @@ def create_object(scene: bpy.types.Scene, job_id: str, name: str, kind: str,
     return obj
 
 
-def set_gaussians(mesh: bpy.types.Mesh, arrays: dict[str, np.ndarray]) -> None:
+def set_gaussians(mesh: bpy.types.Mesh, arrays: dict[str, np.ndarray], blend: str = display.DEFAULT_BLEND) -> None:
     """Write 3DGS arrays (PLY names -> float32 [N]) onto a faceless mesh: x y z as positions, every other
     property as a FLOAT point attribute of the same name, plus the display attributes of client/splat.py
-    (taken from `arrays` when the reader thread computed them, else computed here). Same count: in place;
-    else the geometry is rebuilt."""
+    (taken from `arrays` when the reader thread computed them, else computed here), the colours stored for
+    `blend` (the scene's "Blend colours"). Same count: in place; else the geometry is rebuilt."""
     arrays = dict(arrays)
     shown = {k: arrays.pop(k) for k in splat.NAMES if k in arrays}
     n = len(arrays["x"])
@@ -101,12 +101,15 @@ def set_gaussians(mesh: bpy.types.Mesh, arrays: dict[str, np.ndarray]) -> None:
     if len(mesh.vertices) != n or len(mesh.polygons) or len(mesh.edges):
         mesh.clear_geometry()
         mesh.vertices.add(n)
+    mesh[display.BLEND_KEY] = blend
     if n == 0:  # e.g. every Gaussian pruned: an empty object (a mesh without vertices has no position array)
         display.name_active_color(mesh)
         mesh.update()
         return
     if len(shown) != len(splat.NAMES):
-        shown = splat.display_arrays(arrays)
+        shown = splat.display_arrays(arrays, blend)
+    else:  # the reader thread's colours are display values ("TRAINED")
+        shown[splat.COLOR] = splat.to_blend(shown[splat.COLOR], "TRAINED", blend)
     xyz = np.empty((n, 3), dtype=np.float32)  # [N, 3]
     xyz[:, 0], xyz[:, 1], xyz[:, 2] = arrays["x"], arrays["y"], arrays["z"]
     mesh.attributes["position"].data.foreach_set("vector", xyz.ravel())
@@ -199,7 +202,7 @@ def apply_snapshot(scene: bpy.types.Scene, job_id: str, kind: str, payload, *, n
         obj = create_object(scene, job_id, name, kind, placement.get("location"),
                             placement.get("rotation_z", 0.0), placement.get("scale", 1.0))
     if kind == "gaussians":
-        set_gaussians(obj.data, payload)
+        set_gaussians(obj.data, payload, display.scene_blend(scene))
     else:
         set_mesh(obj.data, *payload)
     obj[STEP_KEY] = int(step)
@@ -244,7 +247,7 @@ def import_arrays(scene: bpy.types.Scene, arrays: dict[str, np.ndarray], name: s
                   job_id: str = "") -> bpy.types.Object:
     """Main thread: a new Gaussian object at the 3D cursor from arrays that read_import returned."""
     obj = create_object(scene, job_id or f"import:{name}", name, "gaussians")
-    set_gaussians(obj.data, arrays)
+    set_gaussians(obj.data, arrays, display.scene_blend(scene))
     obj[STATE_KEY] = "imported"
     return obj
 

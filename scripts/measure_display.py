@@ -16,8 +16,9 @@ composited over white like the backend's background. Then, per image, in numpy:
 - PSNR over the whole image against the backend's render, and the IoU of the two masks.
 
 Blender filters each pixel over 1.5 px by default (`--filter-px`) while the backend's rasteriser samples the
-pixel centre and widens every Gaussian by 0.3 px^2 on screen (gsplat's eps2d), so rims differ by a fraction
-of a pixel; the mask IoU is the figure that feels it.
+pixel centre; both widen every Gaussian by 0.3 px^2 on screen (the backend's eps2d, the display's Pixel Angle
+input; `--no-low-pass` turns the display's off). The display's colours are stored for `--blend` (the add-on's
+Blend colours setting) and rendered under the view transform that shows them exactly.
 
 `--addon-root` imports the add-on from another checkout (e.g. an older commit, for "before" figures). Writes
 PNGs, metrics.json and a Markdown table under --out.
@@ -94,9 +95,21 @@ def blender_render(ply: Path, png: Path, engine: str, args) -> tuple:
     r.engine = engine
     r.resolution_x = r.resolution_y = args.size
     r.resolution_percentage = 100
+    from addon import display
+
+    if hasattr(display, "sync_pixel_angle"):  # the backend's low-pass for this camera (older add-ons: none)
+        if args.no_low_pass:
+            scene.camera = None
+        display.sync_pixel_angle(scene, obj)
+        scene.camera = cam
+    if hasattr(display, "set_mesh_blend"):
+        display.set_mesh_blend(obj.data, args.blend)
+        view = display.VIEW_TRANSFORMS[args.blend]
+    else:
+        view = "Standard"
     r.film_transparent = True
     r.filter_size = args.filter_px  # EEVEE's and Workbench's pixel filter
-    scene.view_settings.view_transform = "Raw" if args.display_blend else "Standard"
+    scene.view_settings.view_transform = view
     if engine == "CYCLES":
         scene.cycles.device = "CPU"
         scene.cycles.samples = args.samples
@@ -214,7 +227,6 @@ def write_strip(out: Path, name: str, size: int) -> Path | None:
 
 
 def main() -> None:
-    import numpy as np
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("assets", nargs="+", help="name=path/to/asset.ply")
@@ -237,16 +249,12 @@ def main() -> None:
     p.add_argument("--workbench-color", default="VERTEX", help="Solid shading colour type (MATERIAL before)")
     p.add_argument("--addon-root", type=Path, default=ROOT, help="checkout whose addon/ to render with")
     p.add_argument("--label", default="after")
-    p.add_argument("--display-blend", action="store_true",
-                   help="experiment: keep the colours in display values and use the Raw view transform, so "
-                        "Blender blends what the backend blends (not a mode of the add-on)")
+    p.add_argument("--blend", default="TRAINED", choices=("TRAINED", "LINEAR"),
+                   help="the add-on's Blend colours setting, rendered under the view transform that shows it "
+                        "exactly (Raw for TRAINED, Standard for LINEAR); older add-ons: linear and Standard")
+    p.add_argument("--no-low-pass", action="store_true", help="leave the display's 0.3 px^2 low-pass off")
     args = p.parse_args()
     sys.path.insert(0, str(args.addon_root.resolve()))
-    if args.display_blend:
-        from addon.client import splat
-
-        splat.srgb_to_linear = lambda c: np.asarray(c, dtype=np.float32)
-
 
     args.out.mkdir(parents=True, exist_ok=True)
     results = []

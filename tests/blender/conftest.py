@@ -31,7 +31,8 @@ except ImportError:  # the backend's interpreter: this folder belongs to .venv-b
 
 PKG = "bl_ext.user_default.distillery"
 MODULES = ("runtime", "link", "reducer", "failures", "scene_sync", "display", "properties", "preferences",
-           "operators", "panels", "request", "launcher", "client.ply", "client.convert", "client.transform")
+           "operators", "panels", "request", "launcher", "client.ply", "client.convert", "client.transform",
+           "client.splat")
 
 
 def backend_python(code: str, stdin: str = "") -> str:
@@ -99,6 +100,7 @@ def addon(ext):
     s.seed_object = None
     s.seed = s.steps = 0
     s.use_camera_front = False
+    s.splat_blend = "TRAINED"
     for preset in ext.properties.presets():  # settings edited by an earlier test go back to the defaults
         ext.properties.reset_values(scene, preset["name"])
     rt = ext.runtime.RUNTIME

@@ -85,7 +85,7 @@ def test_cycles_splat_has_the_gaussian_falloff_counted_once(addon, tmp_path):
     a = one_gaussian(ply)
     ss.apply_snapshot(scene, "job-f", "gaussians", a, name="g", placement={"location": (0, 0, 0)})
     ortho_camera(scene)
-    scene.view_settings.view_transform = "Standard"
+    scene.view_settings.view_transform = "Raw"  # what "As trained" (the default blend) is exact under
     scene.cycles.device = "CPU"
     scene.cycles.samples = 16
     scene.cycles.filter_width = 0.01  # one sample position per pixel centre: compare with the analytic value
@@ -95,14 +95,14 @@ def test_cycles_splat_has_the_gaussian_falloff_counted_once(addon, tmp_path):
     err = np.abs(px[..., 3] - want)
     assert err.max() < 0.03, err.max()  # constant alpha would be off by up to the opacity (0.9) at the rim
     assert abs(px[..., 3].max() - 0.9) < 0.02  # the centre is the opacity, not 1 - (1 - 0.9)^2 (two faces)
-    # colour: emitted in linear, shown under Standard as the backend's display colour
+    # colour: stored and emitted as the backend's display values, shown unchanged under Raw
     core = px[..., 3] > 0.5
     np.testing.assert_allclose(px[core][:, :3].mean(axis=0), (0.2, 0.5, 0.8), atol=0.02)
 
 
 def test_workbench_solid_view_shows_each_gaussians_colour(addon, tmp_path):
-    """Defect: a 27-colour palette in Solid view. Fix: an attribute colour (`distillery_color`, linear)
-    that Workbench's Attribute colouring shows."""
+    """Defect: a 27-colour palette in Solid view. Fix: an attribute colour (`distillery_color`) that
+    Workbench's Attribute colouring shows."""
     ss, ply, display = addon.scene_sync, addon.ply, addon.display
     scene = bpy.context.scene
     colours = [(0.13, 0.62, 0.31), (0.85, 0.27, 0.55)]
@@ -112,7 +112,7 @@ def test_workbench_solid_view_shows_each_gaussians_colour(addon, tmp_path):
         display.set_display(obj, "camera")
         assert obj.data.color_attributes.active_color_name == display.COLOR_ATTRIBUTE
     ortho_camera(scene)
-    scene.view_settings.view_transform = "Standard"
+    scene.view_settings.view_transform = "Raw"
     scene.display.shading.light = "FLAT"
     scene.display.shading.color_type = "VERTEX"  # "Attribute" in the UI
     px = render(scene, "BLENDER_WORKBENCH", str(tmp_path / "wb.png"))
@@ -155,7 +155,7 @@ def test_camera_facing_quads_are_sorted_back_to_front(addon):
 
 def test_view_transform_notice_never_changes_the_scene_silently(addon):
     """Defect: AgX (Blender's default) turns the blue mug cyan-grey without a word. Fix: the panel names it
-    and offers Standard; nothing changes until the user presses the button."""
+    and offers the view transform that shows the scene's blend exactly; nothing changes until the button."""
     ss, ply, display = addon.scene_sync, addon.ply, addon.display
     scene = bpy.context.scene
     scene.view_settings.view_transform = "AgX"
@@ -165,12 +165,143 @@ def test_view_transform_notice_never_changes_the_scene_silently(addon):
     assert scene.view_settings.view_transform == "AgX"
     codes = [code for code, _ in display.render_notes(scene)]
     assert codes == ["VIEW_TRANSFORM", "TRANSPARENT_BOUNCES"]
-    assert "Standard" in display.render_notes(scene)[0][1] and "AgX" in display.render_notes(scene)[0][1]
+    assert "Raw" in display.render_notes(scene)[0][1] and "AgX" in display.render_notes(scene)[0][1]
     assert bpy.ops.distillery.splat_settings(setting="VIEW_TRANSFORM") == {"FINISHED"}
-    assert scene.view_settings.view_transform == "Standard"
+    assert scene.view_settings.view_transform == "Raw"
     bpy.ops.distillery.splat_settings(setting="TRANSPARENT_BOUNCES")
     assert scene.cycles.transparent_max_bounces >= display.TRANSPARENT_BOUNCES
     assert display.render_notes(scene) == []
+    scene.distillery.splat_blend = "LINEAR"  # linear light is exact under Standard: asked for, not applied
+    assert scene.view_settings.view_transform == "Raw"
+    assert [c for c, _ in display.render_notes(scene)] == ["VIEW_TRANSFORM"]
+    assert "Standard" in display.render_notes(scene)[0][1]
+    bpy.ops.distillery.splat_settings(setting="VIEW_TRANSFORM")
+    assert scene.view_settings.view_transform == "Standard" and display.render_notes(scene) == []
+
+
+class _Recorder:
+    """A layout that records what the Display panel draws: labels, props and buttons with their text."""
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+
+    def _child(self, *a, **k):
+        return _Recorder(self.log)
+
+    row = column = box = split = _child
+
+    def label(self, text="", **k):
+        self.log.append(("label", text))
+
+    def prop(self, data, attr, **k):
+        self.log.append(("prop", attr))
+
+    def operator(self, idname, text="", **k):
+        self.log.append(("operator", idname, text))
+        return type("Props", (), {})()
+
+
+def _draw_display_panel(addon) -> list:
+    cls = addon.panels.DISTILLERY_PT_display
+    log: list = []
+    stub = type("Stub", (), {"layout": _Recorder(log)})()
+    cls.draw(stub, bpy.context)
+    return log
+
+
+def test_blend_setting_restores_colours_and_the_panel_offers_the_matching_view(addon, tmp_path):
+    """Defect: Blender blended splats in linear light while the backend (and training) blends display values,
+    so blue Gaussians behind the red duck tinted it. Fix: "Blend colours: As trained" stores the display
+    values (exact under Raw); "Linear" stores linear light (exact under Standard); switching re-stores every
+    Gaussian object's colours, and the panel names the view transform with a button, changing nothing."""
+    ss, ply, display, splat = addon.scene_sync, addon.ply, addon.display, addon.splat
+    scene = bpy.context.scene
+    colour = (0.2, 0.5, 0.8)
+    obj = ss.apply_snapshot(scene, "job-b", "gaussians", one_gaussian(ply, color=colour), name="g",
+                            placement={"location": (0, 0, 0)})
+
+    def stored():
+        attr = obj.data.attributes[display.COLOR_ATTRIBUTE]
+        out = np.empty(4, np.float32)
+        attr.data.foreach_get("color", out)
+        return out[:3]
+
+    assert scene.distillery.splat_blend == "TRAINED"  # the default: the backend's colours, exact under Raw
+    np.testing.assert_allclose(stored(), colour, atol=1e-6)
+    scene.distillery.splat_blend = "LINEAR"
+    linear = splat.srgb_to_linear(np.array(colour))
+    np.testing.assert_allclose(stored(), linear, atol=1e-6)
+    assert linear[0] < 0.05  # really converted (0.2 -> 0.033)
+    ss.apply_snapshot(scene, "job-b", "gaussians", one_gaussian(ply, color=colour), name="g")  # a new snapshot
+    np.testing.assert_allclose(stored(), linear, atol=1e-6)  # keeps the scene's blend
+    # Linear under Standard shows the backend's colour; the panel asks for Standard while the scene is Raw
+    ortho_camera(scene)
+    scene.view_settings.view_transform = "Raw"
+    bpy.context.view_layer.objects.active = obj
+    log = _draw_display_panel(addon)
+    assert ("prop", "splat_blend") in log
+    assert ("operator", "distillery.splat_settings", "Use Standard View Transform") in log
+    assert any(e[0] == "label" and "Standard" in e[1] for e in log)
+    scene.cycles.device, scene.cycles.samples, scene.cycles.use_denoising = "CPU", 8, False
+    scene.cycles.filter_width = 0.01
+    scene.view_settings.view_transform = "Standard"
+    px = render(scene, "CYCLES", str(tmp_path / "linear.png"), size=32)
+    core = px[..., 3] > 0.5
+    np.testing.assert_allclose(px[core][:, :3].mean(axis=0), colour, atol=0.02)
+    # back to As trained: display values again, and the panel now offers Raw
+    scene.distillery.splat_blend = "TRAINED"
+    np.testing.assert_allclose(stored(), colour, atol=1e-5)
+    log = _draw_display_panel(addon)
+    assert ("operator", "distillery.splat_settings", "Use Raw View Transform") in log
+    assert scene.view_settings.view_transform == "Standard"  # never changed silently
+    # measured: display values under Standard are encoded a second time (0.2 shows as about 0.48)
+    px = render(scene, "CYCLES", str(tmp_path / "trained-standard.png"), size=32)
+    assert px[px[..., 3] > 0.5][:, 0].mean() > 0.35
+
+
+def test_gaussians_widen_by_the_backends_low_pass_for_the_render_camera(addon):
+    """Defect: the backend adds 0.3 px^2 to every projected Gaussian (the optimisation saw it), the display
+    did not, so thin rims came out smaller. Fix: sigma -> sqrt(sigma^2 + 0.3 (pixel angle x distance)^2)
+    from the scene camera's field of view and render resolution (off for an orthographic camera)."""
+    ss, ply, display = addon.scene_sync, addon.ply, addon.display
+    scene = bpy.context.scene
+    sigma = 0.003
+    obj = ss.apply_snapshot(scene, "job-l", "gaussians", one_gaussian(ply, (sigma, sigma, sigma), 0.0), name="l",
+                            placement={"location": (0, 0, 0)})
+    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    scene.collection.objects.link(cam)
+    cam.location = (0.0, -2.0, 0.0)
+    cam.rotation_euler = (math.pi / 2, 0.0, 0.0)
+    cam.data.sensor_fit = "VERTICAL"
+    cam.data.angle = math.radians(40.0)
+    scene.camera = cam
+    scene.render.resolution_x = scene.render.resolution_y = 256
+    scene.render.resolution_percentage = 100
+    pixel = 2 * math.tan(math.radians(20.0)) / 256
+    assert display.pixel_angle(scene) == pytest.approx(pixel, rel=1e-4)
+    display.set_display(obj, "camera")  # syncs the Pixel Angle input
+
+    def half_diagonal():
+        dg = bpy.context.evaluated_depsgraph_get()
+        dg.update()
+        me = obj.evaluated_get(dg).data
+        co = np.empty(len(me.vertices) * 3, np.float32)
+        me.vertices.foreach_get("co", co)
+        co = co.reshape(-1, 3)[1:]  # the first vertex is the joined loose one (see display._keep_color_name)
+        return float(np.linalg.norm(co - co.mean(axis=0), axis=1).max())
+
+    widened = math.sqrt(sigma**2 + 0.3 * (pixel * 2.0) ** 2)  # 0.0043: a third wider
+    assert half_diagonal() == pytest.approx(display.DEFAULT_SIZE * math.sqrt(2) * widened, rel=0.02)
+    scene.render.resolution_percentage = 50  # half the pixels: twice the angle, followed by the handler
+    bpy.context.evaluated_depsgraph_get().update()
+    assert display.sync_pixel_angles in bpy.app.handlers.depsgraph_update_post
+    display.sync_pixel_angles(scene)  # the handler, called directly
+    widened = math.sqrt(sigma**2 + 0.3 * (2 * pixel * 2.0) ** 2)
+    assert half_diagonal() == pytest.approx(display.DEFAULT_SIZE * math.sqrt(2) * widened, rel=0.02)
+    cam.data.type = "ORTHO"
+    display.sync_pixel_angles(scene)
+    assert half_diagonal() == pytest.approx(display.DEFAULT_SIZE * math.sqrt(2) * sigma, rel=0.02)
+    scene.render.resolution_percentage = 100  # the scene outlives the test
 
 
 def test_zero_gaussians_give_an_empty_object_or_a_one_line_error(addon, tmp_path):

@@ -133,7 +133,9 @@ def test_panels_in_every_state(addon, presets_payload):
     assert [e for e in log if e[0] == "prop"] == [("prop", f'["{i.identifier}"]') for i in
                                                   obj.modifiers["Distillery"].node_group.interface.items_tree
                                                   if getattr(i, "in_out", "") == "INPUT"
-                                                  and i.socket_type != "NodeSocketGeometry"]
+                                                  and i.socket_type != "NodeSocketGeometry"
+                                                  and i.name not in addon.display.AUTOMATIC_INPUTS] + [
+        ("prop", "splat_blend")]
 
 
 @pytest.mark.parametrize("mode", ["LAUNCH", "MANAGED", "CONNECT"])
