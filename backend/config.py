@@ -703,7 +703,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
                 raise ConfigError(key, "expected an object")
             sub_name = value.get("name", default_of(f).name)
             table = FAMILIES[family]
-            if sub_name not in table:
+            if not isinstance(sub_name, str) or sub_name not in table:
                 raise ConfigError(f"{key}.name", f"unknown {family} {sub_name!r}", ", ".join(table))
             kwargs[name] = _build(table[sub_name], value, f"{key}.")
         elif is_section(f):
@@ -829,7 +829,9 @@ def apply_overrides(cfg: JobConfig, overrides: dict[str, Any] | list[str]) -> Jo
     for key, value in ordered:
         parts = key.split(".")
         if parts[0] == "stages":
-            if len(parts) < 3 or not parts[1].isdigit() or int(parts[1]) >= len(cfg.stages):
+            # isdecimal() alone admits other scripts' digits; the index must be ASCII 0-9
+            if (len(parts) < 3 or not (parts[1].isascii() and parts[1].isdigit())
+                    or int(parts[1]) >= len(cfg.stages)):
                 raise ConfigError(key, "no such stage", f"stages.0 .. stages.{len(cfg.stages) - 1}")
             _set_path(cfg.stages[int(parts[1])], parts[2:], value, key)
         elif parts[0] in {f.name for f in fields(JobConfig)}:
@@ -862,7 +864,7 @@ def _has_path(obj: Any, parts: list[str]) -> bool:
 
 def _set_path(obj: Any, parts: list[str], value: Any, full_key: str) -> None:
     if isinstance(obj, StageConfig) and len(parts) == 2 and parts[1] == "name" and parts[0] in FAMILIES:
-        _switch_family(obj, parts[0], str(value), full_key)
+        _switch_family(obj, parts[0], value, full_key)
         return
     for p in parts[:-1]:
         names = {f.name for f in fields(obj)}
@@ -880,10 +882,10 @@ def _set_path(obj: Any, parts: list[str], value: Any, full_key: str) -> None:
     setattr(obj, last, coerce(full_key, field_kind(f), value, m.get("lo"), m.get("hi"), m.get("choices")))
 
 
-def _switch_family(stage: StageConfig, family: str, name: str, key: str) -> None:
+def _switch_family(stage: StageConfig, family: str, name: Any, key: str) -> None:
     """`prior.name=X`: replace the section with X's defaults (a no-op when it already is X)."""
     table = FAMILIES[family]
-    if name not in table:
+    if not isinstance(name, str) or name not in table:
         raise ConfigError(key, f"unknown {family} {name!r}", ", ".join(table))
     if getattr(stage, family).name != name:
         setattr(stage, family, table[name]())

@@ -19,6 +19,9 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+MAX_INT = 10**18  # far beyond every setting's range, far below float overflow
+MAX_NUMBER_CHARS = 64  # a number given as text
+
 KINDS = ("bool", "int", "float", "str", "pair", "schedule", "points")
 
 
@@ -167,6 +170,8 @@ def coerce(key: str, kind: str, value: Any, lo: float | None, hi: float | None, 
     if kind == "str":
         if not isinstance(value, str):
             raise ConfigError(key, f"expected text, got {type(value).__name__}", allowed)
+        if not is_valid_text(value):
+            raise ConfigError(key, "is not valid Unicode text (it holds a lone surrogate)", allowed)
         if choices and value not in choices:
             raise ConfigError(key, f"unknown value {value!r}", allowed)
         return value
@@ -198,6 +203,8 @@ def _number(key: str, value: Any, allowed: str) -> float | int:
     if isinstance(value, int | float):
         v = value
     elif isinstance(value, str):
+        if len(value) > MAX_NUMBER_CHARS:
+            raise ConfigError(key, f"expected a number, got {len(value)} characters", allowed)
         try:
             v = int(value)
         except ValueError:
@@ -209,7 +216,19 @@ def _number(key: str, value: Any, allowed: str) -> float | int:
         raise ConfigError(key, f"expected a number, got {type(value).__name__}", allowed)
     if isinstance(v, float) and not math.isfinite(v):
         raise ConfigError(key, f"expected a finite number, got {value!r}", allowed)
+    if isinstance(v, int) and abs(v) > MAX_INT:
+        # Python ints are unbounded; one past float range would overflow every comparison and message.
+        raise ConfigError(key, f"a {len(str(abs(v)))}-digit number is too large", allowed)
     return v
+
+
+def is_valid_text(text: str) -> bool:
+    """Whether `text` can be encoded as UTF-8 (JSON allows lone surrogates such as \\ud800; UTF-8 does not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_range(key: str, v: float, lo: float | None, hi: float | None, allowed: str) -> None:

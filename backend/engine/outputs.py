@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from backend.engine.loop import Stage, Timings
 
 KEEP_INTERMEDIATES = 3
+OUTPUT_CHUNK_PIXELS = 256 * 256  # pixels per render call for previews and turntables
 PREVIEW_ELEVATION = 15.0
 
 
@@ -46,11 +47,25 @@ def _prune_old(out_dir: Path, prefix: str, suffix: str) -> None:
 
 @torch.no_grad()
 def render_views(stage: Stage, cams: Cameras, background: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rgb [C, H, W, 3], alpha [C, H, W, 1]) of the current representation, on a solid grey level."""
-    cams = cams.to(stage.device)
-    bg = torch.full((len(cams), 3), background, device=stage.device)
-    out = stage.renderer.render(stage.rep, cams, bg)
-    return out.rgb.cpu(), out.alpha.cpu()
+    """(rgb [C, H, W, 3], alpha [C, H, W, 1]) of the current representation, on a solid grey level.
+
+    Rendered a few views at a time (at most OUTPUT_CHUNK_PIXELS per call): a renderer's working memory grows
+    with views x pixels, and outputs (16 previews at 1024 px, 360 turntable frames) must stay within the
+    memory budget that training fits in (backend/engine/memory.py)."""
+    per = views_per_chunk(cams.height, cams.width)
+    rgbs, alphas = [], []
+    for start in range(0, len(cams), per):
+        part = cams[start : start + per].to(stage.device)
+        bg = torch.full((len(part), 3), background, device=stage.device)
+        out = stage.renderer.render(stage.rep, part, bg)
+        rgbs.append(out.rgb.cpu())
+        alphas.append(out.alpha.cpu())
+    return torch.cat(rgbs), torch.cat(alphas)
+
+
+def views_per_chunk(height: int, width: int) -> int:
+    """How many output views one render call draws."""
+    return max(1, OUTPUT_CHUNK_PIXELS // (height * width))
 
 
 def preview_image(cfg: JobConfig, stage: Stage) -> torch.Tensor:
@@ -136,19 +151,31 @@ def evaluate_against_reference(stage: Stage, prompt: str, mesh: Any = None) -> d
 
 
 def write_final(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: str, seconds: float,
-                timings: Timings) -> dict[str, Any]:
+                timings: Timings, should_cancel: Any = None) -> dict[str, Any]:
+    """Write the final artifacts and result.json. A cancel is honoured between phases (mesh export, asset,
+    preview, turntable, evaluation): the job ends `cancelled` and result.json is not written."""
+    from backend.engine.loop import Cancelled
+
+    def check() -> None:
+        if should_cancel is not None and should_cancel():
+            raise Cancelled(cfg.total_steps)
+
     kind = stage.rep.kind
     mesh = None
+    check()
     if kind == "mesh":
         from backend.io.mesh_export import mesh_ply_arrays, write_glb
 
         mesh = stage.rep.export_mesh()
         arrays = mesh_ply_arrays(mesh)
+        check()
         write_glb(out_dir / "asset.glb", mesh)
     else:
         arrays = stage.rep.snapshot(None)
     write_asset_ply(kind, out_dir / "asset.ply", arrays)
+    check()
     images.save_png(out_dir / "preview.png", preview_image(cfg, stage))
+    check()
     artifacts = {"asset": "asset.ply", "preview": "preview.png"}
     if mesh is not None:
         artifacts["asset_glb"] = "asset.glb"
@@ -159,7 +186,9 @@ def write_final(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: 
         images.save_png(out_dir / "turntable.png", images.grid(frames, cols=min(8, oc.turntable_frames)))
         images.save_gif(out_dir / "turntable.gif", frames)
         artifacts |= {"turntable": "turntable.gif", "turntable_sheet": "turntable.png"}
+        check()
     metrics = evaluate_against_reference(stage, cfg.prompt, mesh) if oc.evaluate else None
+    check()
     per_step = timings.medians(skip=min(5, len(timings.history) // 10))
     result = {
         "prompt": cfg.prompt, "seed": cfg.seed, "preset": cfg.preset, "job_id": job_id,

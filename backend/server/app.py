@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend import __version__
+from backend.core.settings import is_valid_text
 from backend.jobs.artifacts import MEDIA_TYPES, open_artifact, sha256_of
 from backend.jobs.manager import JobConflict, JobManager, JobNotFound
 from backend.jobs.store import JOB_ID_PATTERN
@@ -209,6 +210,8 @@ def create_app(manager: JobManager, token: str, hosts: frozenset[str]) -> Any:
         body = await request.body()
         try:
             data = strict_json(body)
+        except InvalidText as exc:
+            return _error(422, "INVALID_CONFIG", str(exc), "send text without lone surrogates", field=exc.field)
         except ValueError as exc:
             return _error(400, "INVALID_JSON", f"the body is not valid JSON: {exc}",
                           "send a JSON object; NaN and Infinity are not allowed")
@@ -331,11 +334,37 @@ def strict_json(body: bytes) -> Any:
         return value
 
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=no_constant, parse_float=finite_float)
+        data = json.loads(body.decode("utf-8"), parse_constant=no_constant, parse_float=finite_float)
     except UnicodeDecodeError:
         raise ValueError("not UTF-8") from None
     except RecursionError:
         raise ValueError("nested too deeply") from None
+    _check_text(data, "")
+    return data
+
+
+class InvalidText(ValueError):
+    """Valid JSON holding text that UTF-8 cannot encode; `field` is where."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def _check_text(value: Any, where: str) -> None:
+    """Refuse strings (keys included) that UTF-8 cannot encode: JSON's \\ud800 escapes decode to lone
+    surrogates, which no database, file or response could hold."""
+    if isinstance(value, str):
+        if not is_valid_text(value):
+            raise InvalidText(where or "request", "a string holds a lone surrogate (\\ud800-\\udfff)")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if not is_valid_text(k):
+                raise InvalidText(where or "request", "a key holds a lone surrogate (\\ud800-\\udfff)")
+            _check_text(v, f"{where}.{k}" if where else k)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_text(v, f"{where}.{i}" if where else str(i))
 
 
 def _presets() -> list[dict[str, Any]]:
@@ -351,7 +380,14 @@ def _presets() -> list[dict[str, Any]]:
 
 
 def _error(status: int, code: str, message: str, hint: str = "", field: str | None = None) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message, "hint": hint, "field": field}, status_code=status)
+    body = {"code": code, "message": _printable(message), "hint": _printable(hint),
+            "field": None if field is None else _printable(field)}
+    return JSONResponse(body, status_code=status)
+
+
+def _printable(text: str) -> str:
+    """`text` with anything UTF-8 cannot encode (lone surrogates) escaped, so an error always renders."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _not_found() -> JSONResponse:
