@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     _job_args(g)
     g.add_argument("--out", type=Path, default=None, help="output folder (default: out/<prompt>-<seed>)")
     g.add_argument("--no-resume", action="store_true", help="start over even if the folder has a checkpoint")
+    g.add_argument("--wait", action="store_true", help="if another run is writing --out, wait for it to end "
+                   "(default: exit 2 naming it)")
+    g.add_argument("--memory-fraction", type=float, default=None, metavar="F",
+                   help="refuse a job whose estimated peak memory exceeds this fraction of the memory available "
+                        "now (default 0.8, or $DISTILLERY_MEMORY_FRACTION)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
     pr = sub.add_parser("presets", help="list presets, or every setting of one")
@@ -123,6 +128,29 @@ def _build_config(args: argparse.Namespace, prompt: str | None) -> Any:
     return cfg
 
 
+def _check_device(cfg: Any) -> None:
+    """`--device cuda` (or device=cuda) without a GPU is refused before anything runs."""
+    if cfg.device == "cuda":
+        from backend.core.devices import probe
+
+        if not probe().cuda:
+            raise UsageError("--device cuda: no CUDA device is available here (allowed: auto, cpu)")
+
+
+def _check_output_dir(out: Path) -> None:
+    """The output folder must be a folder we can create files in; checked before the job runs."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-", delete=True)  # noqa: SIM115
+        probe.write(b"ok")
+        probe.flush()
+        probe.close()
+    except OSError as exc:
+        raise UsageError(f"--out {str(out)!r} is not writable ({exc.strerror or exc.__class__.__name__})") from None
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "asset"
 
@@ -134,9 +162,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from backend.engine.loop import run_job
+    from backend.engine.memory import check_budget
 
     cfg = _build_config(args, args.prompt)
     out = args.out or Path("out") / f"{_slug(cfg.prompt)}-{cfg.seed}"
+    _check_device(cfg)
+    _check_output_dir(out)
+    check_budget(cfg, args.memory_fraction)
     print(f"distillery {__version__}: {cfg.prompt!r} with preset {cfg.preset}, {cfg.total_steps} steps, "
           f"seed {cfg.seed} -> {out}")
     bar = None if args.quiet else tqdm(total=cfg.total_steps, unit="step", dynamic_ncols=True)
@@ -156,7 +188,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
-        result = run_job(cfg, out, emit=emit, resume=not args.no_resume)
+        result = run_job(cfg, out, emit=emit, resume=not args.no_resume, wait_for_lock=args.wait)
     finally:
         if bar is not None:
             bar.close()
@@ -215,7 +247,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from backend.io.ply import PLYError, read_gaussian_ply, read_ply
+    from backend.io.ply import PLYError, check_evaluable_gaussians, read_gaussian_ply, read_ply
     from backend.priors.reference.evaluate import evaluate
     from backend.renderers.gaussians_torch import TorchGaussianRenderer
     from backend.representations.gaussians import Gaussians
@@ -226,8 +258,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         elements = read_ply(args.asset)
         mesh = _mesh_from_ply(elements) if "face" in elements else None
         arrays = None if mesh is not None else read_gaussian_ply(args.asset)
+        if arrays is not None:
+            check_evaluable_gaussians(arrays)
     except PLYError as exc:
         raise UsageError(f"asset {str(args.asset)!r}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"asset {str(args.asset)!r}: cannot be read ({exc.strerror})") from None
     if mesh is not None:
         from backend.engine.outputs import mesh_render_fn
 
@@ -241,7 +277,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 out = renderer.render(cloud, cams, background)
             return out.rgb, out.alpha
 
-    m = evaluate(render_fn, args.prompt)
+    from backend.engine.outputs import chunked
+
+    try:
+        m = evaluate(chunked(render_fn), args.prompt)
+    except MemoryError:
+        raise UsageError(f"asset {str(args.asset)!r}: drawing it needs more memory than is available") from None
     metrics = {"psnr": float(m["psnr"]), "mask_iou": float(m["mask_iou"]), "view_accuracy": float(m["view_accuracy"])}
     if args.json:
         print(json.dumps(metrics))
@@ -284,6 +325,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from backend.engine.loop import Timings, run_job
 
     cfg = _build_config(args, args.prompt)
+    _check_device(cfg)
     if args.random_prior:
         cfg = _with_random_prior(cfg, args.random_prior)
     cfg = apply_overrides(cfg, {"output.preview_every": 0, "output.snapshot_every": 0,
@@ -418,10 +460,16 @@ def main(argv: list[str] | None = None) -> int:
         from backend.priors.reference.prompts import UnknownPromptError
     except ImportError:  # pragma: no cover - the reference prior always ships
         UnknownPromptError = ValueError
+    from backend.engine.loop import OutputBusy
+
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, ConfigError, UnknownPromptError) as exc:
+    except (UsageError, ConfigError, UnknownPromptError, OutputBusy) as exc:
         print(f"distillery {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a storage fault while the job runs (disk full, folder removed): one line, no traceback
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"distillery {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_USAGE
     except RuntimeError as exc:
         from backend.priors.hub import ModelNotFoundError

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -53,6 +54,59 @@ class Cancelled(Exception):
 
 class Diverged(Exception):
     """Non-finite values persisted through every rollback."""
+
+
+class OutputBusy(Exception):
+    """Another run is writing the same output folder."""
+
+
+class OutputLock:
+    """An exclusive lock on `<out_dir>/.lock` for one run (released by the OS when the process dies, so a
+    killed run never leaves the folder locked). The file names the holder's pid and start time."""
+
+    NAME = ".lock"
+
+    def __init__(self, out_dir: Path, wait: bool = False) -> None:
+        self.path = Path(out_dir) / self.NAME
+        self.wait = wait
+        self._file: Any = None
+
+    def __enter__(self) -> OutputLock:
+        f = open(self.path, "a+")
+        while True:
+            try:
+                _try_lock(f)
+                break
+            except OSError:
+                if not self.wait:
+                    f.seek(0)
+                    holder = f.read(200).strip() or "another process"
+                    f.close()
+                    raise OutputBusy(f"{self.path.parent} is being written by another run ({holder}); wait for "
+                                     "it to end, choose another output folder, or pass --wait") from None
+                time.sleep(0.5)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()  # closing releases the lock
+            self._file = None
+
+
+def _try_lock(f: Any) -> None:
+    if os.name == "nt":
+        import msvcrt
+
+        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 @dataclass
@@ -134,14 +188,22 @@ class Stage:
 
 
 def run_job(cfg: JobConfig, out_dir: Path, emit: Emit | None = None, should_cancel: Callable[[], bool] | None = None,
-            job_id: str = "", resume: bool = True, timings: Timings | None = None) -> dict[str, Any]:
+            job_id: str = "", resume: bool = True, timings: Timings | None = None,
+            wait_for_lock: bool = False) -> dict[str, Any]:
     """Run every stage of `cfg`, writing artifacts under `out_dir`; returns the result (also result.json).
-    Resumes from the newest complete checkpoint in `out_dir/checkpoints` when `resume` is set."""
+    Resumes from the newest good checkpoint in `out_dir/checkpoints` when `resume` is set. One run at a time
+    writes a folder: another run holding it raises OutputBusy (or is waited for with `wait_for_lock`)."""
     emit = emit or (lambda e: None)
     should_cancel = should_cancel or (lambda: False)
     timings = timings or Timings()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with OutputLock(out_dir, wait=wait_for_lock):
+        return _run_job_locked(cfg, out_dir, emit, should_cancel, job_id, resume, timings)
+
+
+def _run_job_locked(cfg: JobConfig, out_dir: Path, emit: Emit, should_cancel: Callable[[], bool], job_id: str,
+                    resume: bool, timings: Timings) -> dict[str, Any]:
     ckpt_root = out_dir / "checkpoints"
     checkpoint.clean_temporaries(ckpt_root)
     device = select_device(cfg.device)

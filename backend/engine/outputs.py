@@ -68,6 +68,17 @@ def views_per_chunk(height: int, width: int) -> int:
     return max(1, OUTPUT_CHUNK_PIXELS // (height * width))
 
 
+def chunked(render_fn: Any) -> Any:
+    """A render_fn(cams, background [C, 3]) -> (rgb, alpha) that calls `render_fn` on a few views at a time."""
+
+    def render(cams: Cameras, background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        per = views_per_chunk(cams.height, cams.width)
+        parts = [render_fn(cams[i : i + per], background[i : i + per]) for i in range(0, len(cams), per)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    return render
+
+
 def preview_image(cfg: JobConfig, stage: Stage) -> torch.Tensor:
     oc = cfg.output
     cams = stage.sampler.ring(oc.preview_views, PREVIEW_ELEVATION, oc.preview_resolution)
@@ -144,7 +155,7 @@ def evaluate_against_reference(stage: Stage, prompt: str, mesh: Any = None) -> d
         render_fn = mesh_render_fn(mesh)
 
     try:
-        metrics = evaluate(render_fn, prompt)
+        metrics = evaluate(chunked(render_fn), prompt)
     except UnknownPromptError:
         return None
     return {k: float(v) for k, v in metrics.items() if k in ("psnr", "mask_iou", "view_accuracy")}
