@@ -1,7 +1,9 @@
 """`distillery`: generate | presets | evaluate | bench | serve | models.
 
-Exit codes: 0 success, 1 the job failed (diverged, internal error), 2 bad input (unknown option, setting,
-preset or prompt), 130 interrupted.
+Exit codes: 0 success, 1 the job failed (diverged, internal error), 2 bad input or a fault found before or
+outside the job (unknown option, setting, preset or prompt; a job over the memory budget; an output folder that
+is not writable or that another run is writing; no CUDA for --device cuda; a storage error; a hostile file for
+`evaluate`), 130 interrupted. Every error is one line on stderr.
 """
 
 from __future__ import annotations
@@ -86,6 +88,11 @@ def _serve_args(sub: Any) -> None:
     s.add_argument("--tls-cert", type=Path, default=None, help="TLS certificate (PEM) for --allow-remote")
     s.add_argument("--tls-key", type=Path, default=None, help="TLS private key (PEM) for --allow-remote")
     s.add_argument("--access-log", action="store_true", help="log every request (never logs the token)")
+    s.add_argument("--memory-fraction", type=float, default=None, metavar="F",
+                   help="refuse jobs whose estimated peak memory exceeds this fraction of the memory available "
+                        "(default 0.8, or $DISTILLERY_MEMORY_FRACTION); the worker runs under this limit too")
+    s.add_argument("--request-timeout", type=float, default=10.0, metavar="S",
+                   help="close a connection that has not sent a whole request within S seconds (default 10)")
 
 
 def _job_args(p: argparse.ArgumentParser) -> None:
@@ -381,7 +388,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         return serve(host=args.host, port=args.port, data_dir=args.data_dir, token_file=args.token_file,
                      allow_remote=args.allow_remote, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                     access_log=args.access_log)
+                     access_log=args.access_log, memory_fraction=args.memory_fraction,
+                     header_timeout_s=args.request_timeout)
     except ServeError as exc:
         raise UsageError(str(exc)) from None
 

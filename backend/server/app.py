@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sqlite3
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from backend.core.settings import is_valid_text
 from backend.jobs.artifacts import MEDIA_TYPES, open_artifact, sha256_of
 from backend.jobs.manager import JobConflict, JobManager, JobNotFound
 from backend.jobs.store import JOB_ID_PATTERN
+from backend.jobs.worker import redact_paths
 from backend.protocol import JOB_STATES, PROTOCOL_VERSION
 from backend.server.auth import PUBLIC_PATHS, BodyTooLarge, Guard
 
@@ -107,7 +109,7 @@ class Health(BaseModel):
     devices: dict[str, Any] | None = Field(description="What the worker found: CUDA devices, gsplat")
     renderers: dict[str, list[str]] | None = Field(description="Renderers available per representation")
     queue_length: int
-    running: str | None
+    busy: bool = Field(description="A job is running (which one is not said: this route needs no token)")
     uptime_s: float
 
 
@@ -178,6 +180,19 @@ def create_app(manager: JobManager, token: str, hosts: frozenset[str]) -> Any:
     async def too_large(_req: Request, _exc: BodyTooLarge) -> JSONResponse:
         return _error(413, "TOO_LARGE", "the request body is too large", "a job request is at most 64 KiB")
 
+    @app.exception_handler(sqlite3.Error)
+    async def storage_error(_req: Request, exc: sqlite3.Error) -> JSONResponse:
+        log.error("job database error: %s", exc)
+        return _error(503, "STORAGE_ERROR", f"the job database cannot be used ({exc.__class__.__name__}: "
+                      f"{redact_paths(str(exc))})", "check the data dir's disk space and permissions; see the "
+                      "server log")
+
+    @app.exception_handler(OSError)
+    async def disk_error(_req: Request, exc: OSError) -> JSONResponse:
+        log.error("storage error: %s", exc)
+        return _error(503, "STORAGE_ERROR", f"a file in the data dir cannot be used ({exc.strerror or 'error'})",
+                      "check the data dir's disk space and permissions; see the server log")
+
     @app.exception_handler(Exception)
     async def internal(_req: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
@@ -205,6 +220,7 @@ def create_app(manager: JobManager, token: str, hosts: frozenset[str]) -> Any:
         """Validate a job request and queue it. Returns the job (201), or the existing job (200) when
         `job_id` names one."""
         from backend.core.settings import ConfigError
+        from backend.engine.memory import MemoryBudgetError
         from backend.priors.reference.prompts import UnknownPromptError
 
         body = await request.body()
@@ -220,6 +236,9 @@ def create_app(manager: JobManager, token: str, hosts: frozenset[str]) -> Any:
                           field="request")
         try:
             job, created = manager.submit(data)
+        except MemoryBudgetError as exc:
+            return _error(422, "OUT_OF_MEMORY", str(exc), f"lower {exc.allowed}" if exc.allowed else "",
+                          field=exc.field)
         except ConfigError as exc:
             return _error(422, "INVALID_CONFIG", str(exc), f"allowed: {exc.allowed}" if exc.allowed else "",
                           field=exc.field)
