@@ -173,3 +173,36 @@ def test_a_half_sent_request_is_disconnected(tmp_path):
         assert srv.session().health()["status"] == "ok"
     finally:
         srv.stop()
+
+
+RUNAWAY = '''
+import json, resource, sys
+import psutil
+from backend.config import to_dict
+from backend.engine import memory
+from backend.jobs import worker
+from backend.jobs.requests import build_config
+
+class Quiet:
+    def send(self, message):
+        pass
+
+memory.check_budget = lambda *a, **k: None  # bypass the estimate: only the memory limit can stop this job
+config = to_dict(build_config(json.loads(sys.argv[1])))
+held = psutil.Process().memory_info().rss
+resource.setrlimit(resource.RLIMIT_DATA, (held + (300 << 20), resource.RLIM_INFINITY))
+outcome = worker.Worker(Quiet()).execute("0" * 32, config, __import__("pathlib").Path(sys.argv[2]))
+print(json.dumps(outcome))
+'''
+
+
+def test_a_runaway_job_fails_alone_under_the_worker_memory_limit(tmp_path):
+    job = {**quick_job(steps=2), "representation.init_count": 400_000, "representation.max_count": 400_000,
+           "camera.resolution": 128, "camera.views": 4}
+    proc = subprocess.run([sys.executable, "-c", RUNAWAY, json.dumps(job), str(tmp_path / "job")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=240, env={**__import__("os").environ,
+                                                                           "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    outcome = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert outcome["outcome"] == "failed" and outcome["error"]["code"] == "OUT_OF_MEMORY", outcome
+    assert "representation.max_count (now 400000" in outcome["error"]["hint"]
