@@ -49,6 +49,7 @@ NERF_NORMAL_FACTOR = 2.5  # analytic normals (double backward) multiply the samp
 DMTET_PIXEL_BYTES = 400  # rasterisation, interpolation and shading per pixel
 DMTET_TET_BYTES = 300  # per tetrahedron: marching tets, SDF, deformation and their gradients
 FRAME_BYTES_PER_PIXEL = 3 * 4 * 2 + 4  # an output frame kept as float RGB (+ alpha) and its uint8 copy
+MARCHING_CUBES_BYTES = 32  # per cell of the NeRF export grid
 EVALUATION_BYTES = 250 * MiB  # evaluation against the reference prior (fixed views and resolution)
 WEIGHT_BYTES_FALLBACK = 5.2e9  # a diffusers model not in the known list: about Stable Diffusion 2.1
 
@@ -167,8 +168,8 @@ def _stage_terms(cfg: Any, i: int, on_gpu: bool) -> tuple[dict[str, int], list[t
             step = pixels * DMTET_PIXEL_BYTES + tets * DMTET_TET_BYTES + implicit
             render = out_pixels * DMTET_PIXEL_BYTES + tets * DMTET_TET_BYTES // 2
             drivers.append((tets * DMTET_TET_BYTES, f"{p}representation.tet_resolution", rep.tet_resolution))
-            export = rep.export_resolution ** 3 * 4 * 8
-            render = max(render, export)
+        if rep.name == "nerf":  # marching cubes over the export grid: field values and the extracted mesh
+            render = max(render, rep.export_resolution ** 3 * MARCHING_CUBES_BYTES)
         drivers.append((state, f"{p}representation.grid_log2_table", rep.grid_log2_table))
     drivers.append((step * 0.5, f"{p}camera.resolution", cam.resolution))
     drivers.append((step * 0.5, f"{p}camera.views", cam.views))
