@@ -36,6 +36,7 @@ ERROR_CODES = (
     "UNKNOWN_PROMPT",  # the reference prior does not know the prompt
     "MODEL_MISSING",  # weights are not in the local cache
     "CUDA_OOM",  # out of GPU memory
+    "OUT_OF_MEMORY",  # over the memory budget before it ran, or out of host memory while running
     "DIVERGED",  # non-finite losses persisted
     "CANCELLED",
     "WORKER_CRASHED",

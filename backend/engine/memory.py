@@ -60,10 +60,16 @@ class MemoryBudgetError(ConfigError):
 
     code = "OUT_OF_MEMORY"
 
-    def __init__(self, field_name: str, message: str, allowed: str, estimate: Estimate, budget: int) -> None:
-        super().__init__(field_name, message, allowed)
+    def __init__(self, field_name: str, message: str, lower: str, estimate: Estimate, budget: int) -> None:
+        super().__init__(field_name, message)
+        self.allowed = lower  # the settings to lower, with their values
+        self.message = f"{field_name}: {message}; lower {lower}"
+        self.args = (self.message,)
         self.estimate = estimate
         self.budget = budget
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass
@@ -279,5 +285,5 @@ def check_budget(cfg: Any, fraction: float | None = None, host_available: int | 
                 lower[0][0] if lower else "config",
                 f"the job needs about {need / GiB:.1f} GiB of {what}, more than its budget of {budget / GiB:.1f} "
                 f"GiB ({frac:.0%} of {(budget / frac) / GiB:.1f} GiB available; {est.describe()})",
-                f"lower {listing}", est, budget)
+                listing, est, budget)
     return est

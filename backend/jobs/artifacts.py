@@ -1,4 +1,4 @@
-"""Server-chosen artifact names and their files (RELIABILITY.md §2: no path ever comes from a client).
+"""Server-chosen artifact names and their files (docs/RELIABILITY.md §2: no path ever comes from a client).
 
 A client names an artifact by one of the names the engine writes (backend/engine/outputs.py); anything else
 is "not found" before the file system is touched. The resolved path must be a regular file (not a symlink)

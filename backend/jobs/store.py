@@ -2,7 +2,7 @@
 
 A job moves queued -> running (attempt n) | resumed -> cancelling -> succeeded | failed | cancelled.
 `recover()` runs when the supervisor starts: a job left running by a killed server goes back to queued and
-resumes from its last checkpoint at the next attempt (RELIABILITY.md §3).
+resumes from its last checkpoint at the next attempt (docs/RELIABILITY.md §3).
 
 Events get a per-job increasing `seq` inside the transaction that stores them, so a client that asks for the
 events after its last seq gets each later event exactly once, in order. Snapshot and preview events are

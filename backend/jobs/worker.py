@@ -1,7 +1,7 @@
 """The job worker: a child process of the supervisor that runs one job at a time with `run_job`.
 
 A crash or a CUDA fault here never takes the server down: the supervisor sees the process end and restarts
-it. Messages are JSON lines, never pickles (RELIABILITY.md §2):
+it. Messages are JSON lines, never pickles (docs/RELIABILITY.md §2):
 
     supervisor -> worker (stdin):  {"op": "run", "job_id", "config", "out_dir"} | {"op": "cancel", "job_id"}
                                    | {"op": "shutdown"}
@@ -13,7 +13,7 @@ it. Messages are JSON lines, never pickles (RELIABILITY.md §2):
 
 The worker exits when its parent disappears (stdin reaches EOF): it stops the job at the next step and, if
 a step hangs, exits anyway after EXIT_GRACE_S. CUDA out-of-memory is handled outside the `except` block so
-the failing step's tensors are really freed before the next job (RELIABILITY.md §3).
+the failing step's tensors are really freed before the next job (docs/RELIABILITY.md §3).
 """
 
 from __future__ import annotations
