@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -169,13 +170,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from backend.engine.loop import run_job
-    from backend.engine.memory import check_budget
+    from backend.engine.memory import FRACTION_ENV, check_budget, memory_fraction
 
     cfg = _build_config(args, args.prompt)
     out = args.out or Path("out") / f"{_slug(cfg.prompt)}-{cfg.seed}"
     _check_device(cfg)
     _check_output_dir(out)
-    check_budget(cfg, args.memory_fraction)
+    if args.memory_fraction is not None:
+        os.environ[FRACTION_ENV] = str(memory_fraction(args.memory_fraction))  # run_job checks it again
+    check_budget(cfg)
     print(f"distillery {__version__}: {cfg.prompt!r} with preset {cfg.preset}, {cfg.total_steps} steps, "
           f"seed {cfg.seed} -> {out}")
     bar = None if args.quiet else tqdm(total=cfg.total_steps, unit="step", dynamic_ncols=True)

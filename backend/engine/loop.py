@@ -25,7 +25,7 @@ from backend import __version__, registry
 from backend.config import JobConfig, StageConfig, to_dict
 from backend.core.cameras import OrbitSampler
 from backend.core.devices import select_device
-from backend.engine import checkpoint, outputs
+from backend.engine import checkpoint, memory, outputs
 from backend.engine.optim import (
     Regularisers,
     build_optimizer,
@@ -110,10 +110,14 @@ def _try_lock(f: Any) -> None:
 
 def run_job(cfg: JobConfig, out_dir: Path, emit: Emit | None = None, should_cancel: Callable[[], bool] | None = None,
             job_id: str = "", resume: bool = True, timings: Timings | None = None,
-            wait_for_lock: bool = False) -> dict[str, Any]:
+            wait_for_lock: bool = False, check_memory: bool = True) -> dict[str, Any]:
     """Run every stage of `cfg`, writing artifacts under `out_dir`; returns the result (also result.json).
     Resumes from the newest good checkpoint in `out_dir/checkpoints` when `resume` is set. One run at a time
-    writes a folder: another run holding it raises OutputBusy (or is waited for with `wait_for_lock`)."""
+    writes a folder: another run holding it raises OutputBusy (or is waited for with `wait_for_lock`). A job
+    whose estimated peak memory exceeds the budget raises MemoryBudgetError before anything is written, unless
+    `check_memory` is off (scripts that measure the peaks)."""
+    if check_memory:
+        memory.check_budget(cfg)
     emit = emit or (lambda e: None)
     should_cancel = should_cancel or (lambda: False)
     timings = timings or Timings()

@@ -226,14 +226,14 @@ class Worker:
         from backend.config import from_dict
         from backend.core.settings import ConfigError
         from backend.engine.loop import Cancelled, Diverged, OutputBusy, run_job
-        from backend.engine.memory import MemoryBudgetError, check_budget
+        from backend.engine.memory import MemoryBudgetError
         from backend.priors.hub import ModelNotFoundError
         from backend.priors.reference.prompts import UnknownPromptError
 
         oom = host_oom = False
         try:
             cfg = from_dict(config)
-            check_budget(cfg)  # memory may have filled up since the job was queued
+            # run_job checks the memory budget again: memory may have filled up since the job was queued
             result = run_job(cfg, out_dir, emit=lambda e: self.emit(job_id, e), should_cancel=self.cancel.is_set,
                              job_id=job_id, resume=True)
             keep = ("artifacts", "metrics", "count", "seconds", "renderer", "device")
