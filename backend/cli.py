@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                    "NeRF or DMTet job)")
     e.add_argument("--prompt", required=True, help="the prompt it was generated from")
     e.add_argument("--json", action="store_true", help='print {"psnr": .., "mask_iou": .., "view_accuracy": ..}')
+    e.add_argument("--max-memory", type=float, default=2.0, metavar="GIB",
+                   help="memory the evaluation may use on top of the program itself (default 2 GiB): an asset "
+                        "that needs more is refused with exit code 2")
 
     b = sub.add_parser("bench", help="time the steps of a preset (medians, per phase)")
     b.add_argument("--prompt", default=None, help="prompt (default: the preset's)")
@@ -255,15 +258,36 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from backend.engine.memory import memory_cap
+    from backend.priors.reference.evaluate import load_references
+    from backend.priors.reference.prompts import parse_prompt
+
+    if not args.asset.is_file():
+        raise UsageError(f"asset {str(args.asset)!r} does not exist")
+    if not 0.1 <= args.max_memory <= 1024:
+        raise UsageError(f"--max-memory {args.max_memory:g} is out of range (allowed: 0.1 .. 1024 GiB)")
+    load_references(*parse_prompt(args.prompt))  # the references are the program's, not the asset's, memory
+    with memory_cap(int(args.max_memory * 2**30)):  # a hostile asset fails here, not the machine
+        m = _evaluate_asset(args)
+    metrics = {"psnr": float(m["psnr"]), "mask_iou": float(m["mask_iou"]), "view_accuracy": float(m["view_accuracy"])}
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"{args.asset}: PSNR {metrics['psnr']:.2f} dB, mask IoU {metrics['mask_iou']:.3f}, "
+              f"view accuracy {metrics['view_accuracy']:.3f} (against the reference prior, {args.prompt!r})")
+    return EXIT_OK
+
+
+def _evaluate_asset(args: argparse.Namespace) -> dict[str, Any]:
+    """Read, check and score the asset of `distillery evaluate` (under its memory cap)."""
     import torch
 
+    from backend.engine.memory import is_allocation_failure
     from backend.io.ply import PLYError, check_evaluable_gaussians, read_gaussian_ply, read_ply
     from backend.priors.reference.evaluate import evaluate
     from backend.renderers.gaussians_torch import TorchGaussianRenderer
     from backend.representations.gaussians import Gaussians
 
-    if not args.asset.is_file():
-        raise UsageError(f"asset {str(args.asset)!r} does not exist")
     try:
         elements = read_ply(args.asset)
         mesh = _mesh_from_ply(elements) if "face" in elements else None
@@ -291,15 +315,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     try:
         m = evaluate(chunked(render_fn), args.prompt)
-    except MemoryError:
-        raise UsageError(f"asset {str(args.asset)!r}: drawing it needs more memory than is available") from None
-    metrics = {"psnr": float(m["psnr"]), "mask_iou": float(m["mask_iou"]), "view_accuracy": float(m["view_accuracy"])}
-    if args.json:
-        print(json.dumps(metrics))
-    else:
-        print(f"{args.asset}: PSNR {metrics['psnr']:.2f} dB, mask IoU {metrics['mask_iou']:.3f}, "
-              f"view accuracy {metrics['view_accuracy']:.3f} (against the reference prior, {args.prompt!r})")
-    return EXIT_OK
+    except (MemoryError, RuntimeError) as exc:
+        if not is_allocation_failure(exc):
+            raise
+        raise UsageError(f"asset {str(args.asset)!r}: drawing it needs more than --max-memory "
+                         f"{args.max_memory:g} GiB") from None
+    return m
 
 
 def _mesh_from_ply(elements: dict) -> Any:

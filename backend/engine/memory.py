@@ -24,8 +24,10 @@ the settings that drive the estimate and their values.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -287,3 +289,53 @@ def check_budget(cfg: Any, fraction: float | None = None, host_available: int | 
                 f"GiB ({frac:.0%} of {(budget / frac) / GiB:.1f} GiB available; {est.describe()})",
                 listing, est, budget)
     return est
+
+
+def limit_data_segment(extra_bytes: int) -> int | None:
+    """Cap this process's data segment (RLIMIT_DATA: heap and private mappings, where tensors and arrays live)
+    at what it holds now plus `extra_bytes`, so a runaway allocation fails here (MemoryError, or torch's
+    "can't allocate memory") instead of exhausting the machine. RLIMIT_AS would also count address-space
+    reservations that are not memory (CUDA's, thread stacks). Returns the limit, or None where the platform
+    has none (Windows)."""
+    try:
+        import resource
+
+        import psutil
+    except ImportError:
+        return None
+    limit = psutil.Process().memory_info().rss + int(extra_bytes)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    except (ValueError, OSError):
+        return None
+    return limit
+
+
+def is_allocation_failure(exc: BaseException) -> bool:
+    """A failed host allocation: MemoryError, or torch's CPU allocator refusing (under a memory limit)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "std::bad_alloc" in text)
+
+
+@contextlib.contextmanager
+def memory_cap(extra_bytes: int) -> Iterator[int | None]:
+    """`limit_data_segment(extra_bytes)` for the duration of a block; the previous limit is restored after."""
+    try:
+        import resource
+
+        before = resource.getrlimit(resource.RLIMIT_DATA)
+    except ImportError:
+        yield None
+        return
+    limit = limit_data_segment(extra_bytes)
+    try:
+        yield limit
+    finally:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_DATA, before)
+

@@ -88,35 +88,14 @@ def redact_paths(text: str) -> str:
     return _PATH.sub(cut, text)
 
 
-def _is_host_oom(exc: BaseException) -> bool:
-    """A failed host allocation: MemoryError, or torch's allocator refusing under the worker's memory limit."""
-    if isinstance(exc, MemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "std::bad_alloc" in str(exc))
-
-
 def limit_memory(fraction: float) -> int | None:
-    """Cap this process's data segment (RLIMIT_DATA: heap and private mappings, which is where tensors live) at
-    `fraction` of the memory available now plus what it already holds, so a runaway job fails with an
-    allocation error in this process instead of exhausting the machine. RLIMIT_AS would also count the large
-    address-space reservations of CUDA and thread stacks, which are not memory. Returns the limit, or None
-    where the platform has none."""
-    try:
-        import resource
+    """Run this worker under a memory limit: `fraction` of the memory available now on top of what it holds
+    (docs/RELIABILITY.md §4), so a runaway job fails alone with an allocation error."""
+    import psutil
 
-        import psutil
-    except ImportError:  # Windows has no resource module
-        return None
-    held = psutil.Process().memory_info().rss
-    limit = int(psutil.virtual_memory().available * fraction) + held
-    _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    try:
-        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
-    except (ValueError, OSError):
-        return None
-    return limit
+    from backend.engine.memory import limit_data_segment
+
+    return limit_data_segment(int(psutil.virtual_memory().available * fraction))
 
 
 class Worker:
@@ -226,7 +205,7 @@ class Worker:
         from backend.config import from_dict
         from backend.core.settings import ConfigError
         from backend.engine.loop import Cancelled, Diverged, OutputBusy, run_job
-        from backend.engine.memory import MemoryBudgetError
+        from backend.engine.memory import MemoryBudgetError, is_allocation_failure
         from backend.priors.hub import ModelNotFoundError
         from backend.priors.reference.prompts import UnknownPromptError
 
@@ -255,7 +234,7 @@ class Worker:
         except torch.cuda.OutOfMemoryError:
             oom = True  # handled below, once this frame no longer holds the traceback and its tensors
         except Exception as exc:
-            if _is_host_oom(exc):
+            if is_allocation_failure(exc):
                 host_oom = True
             else:
                 log.error("job %s failed:\n%s", job_id, traceback.format_exc())

@@ -1,8 +1,12 @@
 """Hostile PLY files: the backend reader answers every malformed, inconsistent, oversize or non-finite file with
 one PLYError (never another exception, never a large allocation), and `distillery evaluate` exits 2 on them."""
 
+import os
 import resource
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +15,8 @@ from hypothesis import strategies as st
 
 from backend import cli
 from backend.io.ply import PLYError, gaussian_ply_names, read_gaussian_ply, read_ply, write_gaussian_ply
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def gaussians(n=4, **overrides):
@@ -120,3 +126,20 @@ def test_a_valid_asset_still_reads(tmp_path):
     path = tmp_path / "ok.ply"
     write_gaussian_ply(path, gaussians(5))
     assert len(read_gaussian_ply(path)["x"]) == 5
+
+
+def test_evaluate_refuses_an_overlap_bomb_within_its_memory_cap(tmp_path):
+    """8000 faint splats on top of each other (a 544 KB file): each covers every pixel of every view and none
+    saturates, so drawing them needs count x pixels contributions; evaluate fails under --max-memory with exit
+    2 instead of taking the machine's memory."""
+    n = 8000
+    rng = np.random.default_rng(0)
+    path = tmp_path / "bomb.ply"
+    write_gaussian_ply(path, gaussians(n, x=rng.normal(0, 0.05, n).astype(np.float32),
+                                       opacity=np.full(n, -5.3, np.float32),
+                                       **{k: np.full(n, 0.5, np.float32) for k in ("scale_0", "scale_1", "scale_2")}))
+    proc = subprocess.run([sys.executable, "-m", "backend", "evaluate", str(path), "--prompt", "a red duck",
+                           "--max-memory", "0.4"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and "--max-memory" in err and len(err.splitlines()) == 1, err[-500:]
