@@ -31,11 +31,13 @@ QUICK = ["gaussian-sds-quick", "dreamfusion-quick", "magic3d-quick", "real3d-qui
 CASES: list[tuple[str, str, int, dict]] = [
     *[(p, p, 4, {}) for p in QUICK],
     ("gaussian-sds-quick, outputs 16 x 1024 px", "gaussian-sds-quick", 1,
-     {"output.preview_views": 16, "output.preview_resolution": 1024}),
-    ("gaussian-sds-quick, 200k initial Gaussians", "gaussian-sds-quick", 1,
-     {"representation.init_count": 200_000, "representation.max_count": 200_000}),
+     {"output.preview_views": 16, "output.preview_resolution": 1024, "output.turntable_frames": 0,
+      "output.evaluate": False}),
+    ("gaussian-sds-quick, 200k Gaussians", "gaussian-sds-quick", 1,
+     {"representation.init_count": 200_000, "representation.max_count": 200_000, "output.turntable_frames": 0,
+      "output.evaluate": False}),
     ("gaussian-sds-quick, 8 views x 256 px", "gaussian-sds-quick", 2,
-     {"camera.views": 8, "camera.resolution": 256}),
+     {"camera.views": 8, "camera.resolution": 256, "output.turntable_frames": 0, "output.evaluate": False}),
 ]
 
 CHILD = textwrap.dedent('''

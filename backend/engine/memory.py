@@ -40,19 +40,23 @@ DEFAULT_FRACTION = 0.8
 FRACTION_ENV = "DISTILLERY_MEMORY_FRACTION"
 
 # Fitted constants (bytes); see the module docstring.
-BASE_BYTES = 700 * MiB  # interpreter, torch, backend, reference library and its prompt caches
-REFERENCE_PRIOR_BYTES = 150 * MiB  # the reference sets one prompt and its negative load
+BASE_BYTES = 240 * MiB  # interpreter, torch and the backend
+REFERENCE_PRIOR_BYTES = 560 * MiB  # the reference prior with every object's reference set (negative prompt "")
 GAUSSIAN_PARAM_BYTES = 4 * 4  # float32 x (value, gradient, Adam m, Adam v)
-GAUSSIAN_EXTRA_BYTES = 64  # densification statistics and projection rows per Gaussian
-GS_PIXEL_BYTES = 600  # training step: bytes per pixel per unit of depth complexity
-GS_OUTPUT_PIXEL_BYTES = 250  # an output render (no gradient): bytes per pixel per unit of depth complexity
-NERF_SAMPLE_BYTES = 160  # bytes per ray sample per hash-grid level (forward and backward)
-NERF_NORMAL_FACTOR = 2.5  # analytic normals (double backward) multiply the sample cost
+GAUSSIAN_EXTRA_BYTES = 64  # densification statistics per Gaussian
+GS_PROJECTION_BYTES = 120  # per (camera, Gaussian): projected means, conics, radii, colours
+GS_PIXEL_BYTES = 170  # training step: bytes per pixel per unit of depth complexity (forward and backward)
+GS_OUTPUT_PIXEL_BYTES = 45  # an output render (no gradient): bytes per pixel per unit of depth complexity
+GSPLAT_PIXEL_BYTES = 256  # gsplat on CUDA: per pixel, forward and backward (an upper guess, uncalibrated)
+NERF_SAMPLE_BYTES = 36  # training: bytes per ray sample per hash-grid level (occupancy skipping included)
+NERF_OUTPUT_SAMPLE_BYTES = 13  # an output render (no gradient)
+NERF_NORMAL_FACTOR = 1.5  # analytic normals (double backward) multiply the training sample cost (not measured:
+# no quick preset uses them)
 DMTET_PIXEL_BYTES = 400  # rasterisation, interpolation and shading per pixel
 DMTET_TET_BYTES = 300  # per tetrahedron: marching tets, SDF, deformation and their gradients
+MARCHING_CUBES_BYTES = 520  # per cell of the NeRF export grid: field values, marching cubes, the mesh
 FRAME_BYTES_PER_PIXEL = 3 * 4 * 2 + 4  # an output frame kept as float RGB (+ alpha) and its uint8 copy
-MARCHING_CUBES_BYTES = 32  # per cell of the NeRF export grid
-EVALUATION_BYTES = 250 * MiB  # evaluation against the reference prior (fixed views and resolution)
+EVALUATION_BYTES = 40 * MiB  # evaluation against the reference prior (fixed views and resolution)
 WEIGHT_BYTES_FALLBACK = 5.2e9  # a diffusers model not in the known list: about Stable Diffusion 2.1
 
 
@@ -141,51 +145,65 @@ def _stage_terms(cfg: Any, i: int, on_gpu: bool) -> tuple[dict[str, int], list[t
         terms["prior"] = w
         drivers.append((w, f"{p}prior.model", getattr(st.prior, "model", "")))
 
-    out_res = oc.preview_resolution
+    # Outputs: every stage writes previews; the last one also the turntable, the export and the evaluation.
+    # Renders go a few views at a time (outputs.views_per_chunk); frames are kept for the grid and the GIF.
     from backend.engine.outputs import views_per_chunk
 
-    out_pixels = min(max(oc.preview_views, oc.turntable_frames or 1), views_per_chunk(out_res, out_res)) * out_res ** 2
-    frames = (max(oc.turntable_frames, oc.preview_views)) * out_res ** 2 * FRAME_BYTES_PER_PIXEL
+    last = i == len(cfg.stages) - 1
+    out_res = oc.preview_resolution
+    frame_count = oc.preview_views + (oc.turntable_frames if last else 0)
+    out_pixels = min(max(oc.preview_views, oc.turntable_frames if last else 0),
+                     views_per_chunk(out_res, out_res)) * out_res ** 2
+    frames = frame_count * out_res ** 2 * FRAME_BYTES_PER_PIXEL
+    final = EVALUATION_BYTES if last and oc.evaluate else 0
 
     if rep.name == "gaussians":
         n = _gaussian_count(rep, st.steps)
         floats = 11 + 3 * (rep.sh_degree + 1) ** 2
         state = n * (floats * GAUSSIAN_PARAM_BYTES + GAUSSIAN_EXTRA_BYTES)
         depth = _depth_complexity(n)
-        step = int(pixels * GS_PIXEL_BYTES * depth) + n * cam.views * 4 * 30
-        render = int(out_pixels * GS_OUTPUT_PIXEL_BYTES * depth)
+        if on_gpu and st.renderer in ("auto", "gsplat"):
+            # gsplat keeps per-tile intersection lists, not per-pixel contributions (not calibrated here: no GPU)
+            step = pixels * GSPLAT_PIXEL_BYTES + n * cam.views * GS_PROJECTION_BYTES
+            render = out_pixels * GSPLAT_PIXEL_BYTES + n * GS_PROJECTION_BYTES
+        else:
+            step = int(pixels * GS_PIXEL_BYTES * depth) + n * cam.views * GS_PROJECTION_BYTES
+            render = int(out_pixels * GS_OUTPUT_PIXEL_BYTES * depth) + n * GS_PROJECTION_BYTES
         key = "representation.max_count" if n == rep.max_count and n > rep.init_count else "representation.init_count"
-        drivers += [(state + step * 0.3, f"{p}{key}", n)]
+        drivers += [(state + step * 0.3 + render * 0.3, f"{p}{key}", n)]
     else:
         grid = _hash_grid_params(rep)
         state = grid * 4 * 4 + rep.hidden * 64 * 4 * 4
-        samples = rep.samples_per_diagonal * rep.grid_levels * NERF_SAMPLE_BYTES
-        if rep.normals == "analytic":
-            samples = int(samples * NERF_NORMAL_FACTOR)
+        per_ray = rep.samples_per_diagonal * rep.grid_levels  # sample-levels along one ray
+        train_sample = NERF_SAMPLE_BYTES * (NERF_NORMAL_FACTOR if rep.normals == "analytic" else 1.0)
         if rep.name == "nerf":
-            step = pixels * samples
-            render = out_pixels * rep.samples_per_diagonal * rep.grid_levels * NERF_SAMPLE_BYTES // 4
-            drivers.append((step * 0.5, f"{p}representation.samples_per_diagonal", rep.samples_per_diagonal))
+            step = int(pixels * per_ray * train_sample)
+            render = out_pixels * per_ray * NERF_OUTPUT_SAMPLE_BYTES
+            drivers.append((max(step, render) * 0.5, f"{p}representation.samples_per_diagonal",
+                            rep.samples_per_diagonal))
+            if last:  # marching cubes over the export grid: field values, the extracted mesh, its colours
+                export = rep.export_resolution ** 3 * MARCHING_CUBES_BYTES
+                final = max(final, export)
+                drivers.append((export, f"{p}representation.export_resolution", rep.export_resolution))
         else:
             tets = 6 * rep.tet_resolution ** 3
             state += (rep.tet_resolution + 1) ** 3 * 4 * 4 * 4
             implicit = 0
             if st.renderer == "dual":
-                implicit = cam.views * rep.implicit_resolution ** 2 * samples
+                implicit = int(cam.views * rep.implicit_resolution ** 2 * per_ray * train_sample)
                 drivers.append((implicit, f"{p}representation.implicit_resolution", rep.implicit_resolution))
             step = pixels * DMTET_PIXEL_BYTES + tets * DMTET_TET_BYTES + implicit
             render = out_pixels * DMTET_PIXEL_BYTES + tets * DMTET_TET_BYTES // 2
             drivers.append((tets * DMTET_TET_BYTES, f"{p}representation.tet_resolution", rep.tet_resolution))
-        if rep.name == "nerf":  # marching cubes over the export grid: field values and the extracted mesh
-            render = max(render, rep.export_resolution ** 3 * MARCHING_CUBES_BYTES)
         drivers.append((state, f"{p}representation.grid_log2_table", rep.grid_log2_table))
     drivers.append((step * 0.5, f"{p}camera.resolution", cam.resolution))
     drivers.append((step * 0.5, f"{p}camera.views", cam.views))
     drivers.append((render, "output.preview_resolution", out_res))
-    drivers.append((frames, "output.turntable_frames", oc.turntable_frames))
+    if last:
+        drivers.append((frames, "output.turntable_frames", oc.turntable_frames))
     terms["state"] = int(state)
     terms["step"] = int(step)
-    terms["outputs"] = int(render + frames + (EVALUATION_BYTES if oc.evaluate else 0))
+    terms["outputs"] = int(max(render, final) + frames)
     ordered = [(k, v) for _, k, v in sorted(drivers, key=lambda d: -d[0])]
     return terms, ordered
 
@@ -255,12 +273,12 @@ def available_host_bytes() -> int:
     return avail
 
 
-def available_device_bytes() -> int | None:
+def total_device_bytes() -> int | None:
     try:
         import torch
 
         if torch.cuda.is_available():
-            return int(torch.cuda.mem_get_info()[0])
+            return int(torch.cuda.mem_get_info()[1])
     except (ImportError, RuntimeError):
         pass
     return None
@@ -276,18 +294,21 @@ def check_budget(cfg: Any, fraction: float | None = None, host_available: int | 
     host_av = available_host_bytes() if host_available is None else host_available
     checks = [("host memory", est.host_bytes, int(host_av * frac))]
     if dev == "cuda":
-        dev_av = available_device_bytes() if device_available is None else device_available
-        if dev_av is not None:
-            checks.append(("GPU memory", est.device_bytes, int(dev_av * frac)))
+        # The device constants are not calibrated on a GPU (none was available), so only a job that could not
+        # fit the whole device is refused here; CUDA_OOM, with its hint, covers the rest.
+        dev_total = total_device_bytes() if device_available is None else device_available
+        if dev_total is not None:
+            checks.append(("GPU memory", est.device_bytes, dev_total))
     for what, need, budget in checks:
         if need > budget:
             lower = [(k, v) for k, v in est.drivers if k != "output.turntable_frames" or v][:4]
             listing = ", ".join(f"{k} (now {v})" for k, v in lower)
+            of = (f"{frac:.0%} of {(budget / frac) / GiB:.1f} GiB available" if what == "host memory"
+                  else "the whole device")
             raise MemoryBudgetError(
                 lower[0][0] if lower else "config",
                 f"the job needs about {need / GiB:.1f} GiB of {what}, more than its budget of {budget / GiB:.1f} "
-                f"GiB ({frac:.0%} of {(budget / frac) / GiB:.1f} GiB available; {est.describe()})",
-                listing, est, budget)
+                f"GiB ({of}; {est.describe()})", listing, est, budget)
     return est
 
 
