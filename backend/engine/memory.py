@@ -273,6 +273,12 @@ def available_host_bytes() -> int:
     return avail
 
 
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
 def total_device_bytes() -> int | None:
     try:
         import torch
@@ -292,7 +298,10 @@ def check_budget(cfg: Any, fraction: float | None = None, host_available: int | 
     dev = device or _device_of(cfg)
     est = estimate(cfg, dev)
     host_av = available_host_bytes() if host_available is None else host_available
-    checks = [("host memory", est.host_bytes, int(host_av * frac))]
+    # What this process already holds (torch, a loaded prior) is part of the estimate but not of what is
+    # still available, so it is counted once.
+    held = _rss() if host_available is None else 0
+    checks = [("host memory", max(0, est.host_bytes - held), int(host_av * frac))]
     if dev == "cuda":
         # The device constants are not calibrated on a GPU (none was available), so only a job that could not
         # fit the whole device is refused here; CUDA_OOM, with its hint, covers the rest.
