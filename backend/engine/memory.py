@@ -19,7 +19,8 @@ docs/PERFORMANCE.md, "Memory budget"), with margin: the estimate is meant to be 
 
 `check_budget(cfg)` refuses a job whose estimate exceeds the budget (default 80 % of the memory available now;
 `DISTILLERY_MEMORY_FRACTION` or the CLI's and server's `--memory-fraction`) with MemoryBudgetError, which names
-the settings that drive the estimate and their values.
+the settings that drive the estimate and their values. The device side (gsplat, CUDA) is not calibrated (no GPU
+was available), so it refuses only a job whose estimate exceeds the whole device.
 """
 
 from __future__ import annotations

@@ -206,3 +206,49 @@ def test_a_runaway_job_fails_alone_under_the_worker_memory_limit(tmp_path):
     outcome = json.loads(proc.stdout.strip().splitlines()[-1])
     assert outcome["outcome"] == "failed" and outcome["error"]["code"] == "OUT_OF_MEMORY", outcome
     assert "representation.max_count (now 400000" in outcome["error"]["hint"]
+
+
+# ---------------------------------------------------------------------------------------------- smaller items
+
+
+def test_job_errors_carry_no_absolute_paths():
+    from backend.jobs.worker import _failed, redact_paths
+
+    out = _failed("INTERNAL", "No such file or directory: '/home/someone/data/jobs/x/asset.ply'",
+                  "looked in /root/.cache/huggingface/hub and C:\\Users\\me\\models")
+    text = json.dumps(out)
+    assert "/home/" not in text and "/root/" not in text and "Users" not in text
+    assert "asset.ply" in text  # the file's own name stays: it says what was missing
+    assert redact_paths("see https://huggingface.co/x/y, ratio 1/2") == "see https://huggingface.co/x/y, ratio 1/2"
+
+
+def test_a_missing_model_is_model_missing_without_the_cache_path(tmp_path, monkeypatch):
+    from backend.config import to_dict
+    from backend.jobs.requests import build_config
+    from backend.jobs.worker import Worker
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = build_config({**quick_job(), "prior.name": "stable-diffusion"})
+
+    class Quiet:
+        def send(self, message):
+            pass
+
+    outcome = Worker(Quiet()).execute("1" * 32, to_dict(cfg), tmp_path / "job")
+    assert outcome["outcome"] == "failed" and outcome["error"]["code"] == "MODEL_MISSING", outcome
+    assert str(tmp_path) not in json.dumps(outcome)
+
+
+def test_the_token_file_is_never_written_through_a_planted_link(tmp_path, monkeypatch):
+    from backend.server import auth
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    monkeypatch.setattr(auth.secrets, "token_hex", lambda n: "fixed")
+    target = tmp_path / "token"
+    planted = target.with_name(f".token.tmp-{__import__('os').getpid()}-fixed")
+    planted.symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        auth.write_private(target, "secret\n")
+    assert victim.read_text() == "keep me" and not target.exists()
