@@ -6,6 +6,7 @@ ru_maxrss). The child runs under an address-space limit, so a case that would ex
 The estimate comes from backend.engine.memory for the same settings.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python scripts/measure_memory.py [--json out.jsonl] [--only NAME]
+    .venv/bin/python scripts/measure_memory.py --table out.jsonl   # the markdown table, current estimate
 """
 
 from __future__ import annotations
@@ -92,7 +93,20 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", type=Path, default=None, help="append one JSON line per case")
     ap.add_argument("--only", default=None, help="run only cases whose name contains this")
+    ap.add_argument("--table", type=Path, default=None, help="print a markdown table of the measured rows in this "
+                    "JSON-lines file against the current estimate (no new runs)")
     args = ap.parse_args()
+    if args.table:
+        print("| case | steps | estimate (GiB) | measured peak RSS (GiB) | estimate / measured |")
+        print("|---|---|---|---|---|")
+        for line in args.table.read_text().splitlines():
+            row = json.loads(line)
+            if not row.get("peak_bytes"):
+                continue
+            est = estimate_for(row["preset"], row["steps"], row["overrides"])["estimate_bytes"]
+            print(f"| {row['case']} | {row['steps']} | {est / 2**30:.2f} | {row['peak_bytes'] / 2**30:.2f} | "
+                  f"{est / row['peak_bytes']:.2f} |")
+        return 0
     print(f"{'case':48s} {'estimate':>9s} {'measured':>9s} {'ratio':>6s}  status")
     for name, preset, steps, sets in CASES:
         if args.only and args.only not in name:

@@ -47,7 +47,7 @@ GAUSSIAN_PARAM_BYTES = 4 * 4  # float32 x (value, gradient, Adam m, Adam v)
 GAUSSIAN_EXTRA_BYTES = 64  # densification statistics per Gaussian
 GS_PROJECTION_BYTES = 120  # per (camera, Gaussian): projected means, conics, radii, colours
 GS_PIXEL_BYTES = 170  # training step: bytes per pixel per unit of depth complexity (forward and backward)
-GS_OUTPUT_PIXEL_BYTES = 45  # an output render (no gradient): bytes per pixel per unit of depth complexity
+GS_OUTPUT_PIXEL_BYTES = 110  # an output render (no gradient): bytes per pixel per unit of depth complexity
 GSPLAT_PIXEL_BYTES = 256  # gsplat on CUDA: per pixel, forward and backward (an upper guess, uncalibrated)
 NERF_SAMPLE_BYTES = 36  # training: bytes per ray sample per hash-grid level (occupancy skipping included)
 NERF_OUTPUT_SAMPLE_BYTES = 13  # an output render (no gradient)
@@ -56,7 +56,7 @@ NERF_NORMAL_FACTOR = 1.5  # analytic normals (double backward) multiply the trai
 DMTET_PIXEL_BYTES = 400  # rasterisation, interpolation and shading per pixel
 DMTET_TET_BYTES = 300  # per tetrahedron: marching tets, SDF, deformation and their gradients
 MARCHING_CUBES_BYTES = 520  # per cell of the NeRF export grid: field values, marching cubes, the mesh
-FRAME_BYTES_PER_PIXEL = 3 * 4 * 2 + 4  # an output frame kept as float RGB (+ alpha) and its uint8 copy
+FRAME_BYTES_PER_PIXEL = 56  # an output frame: float RGB and alpha, their concatenation, the grid, uint8 copies
 EVALUATION_BYTES = 40 * MiB  # evaluation against the reference prior (fixed views and resolution)
 WEIGHT_BYTES_FALLBACK = 5.2e9  # a diffusers model not in the known list: about Stable Diffusion 2.1
 
