@@ -45,6 +45,8 @@ BASE_BYTES = 240 * MiB  # interpreter, torch and the backend
 REFERENCE_PRIOR_BYTES = 560 * MiB  # the reference prior with every object's reference set (negative prompt "")
 GAUSSIAN_PARAM_BYTES = 4 * 4  # float32 x (value, gradient, Adam m, Adam v)
 GAUSSIAN_EXTRA_BYTES = 64  # densification statistics per Gaussian
+KNN_BLOCK_ELEMENTS = 1 << 24  # backend/representations/gaussians.py: distances per block at initialisation
+KNN_BYTES = 3 * 4  # per distance: the distance, its square, the top-k work
 GS_PROJECTION_BYTES = 120  # per (camera, Gaussian): projected means, conics, radii, colours
 GS_PIXEL_BYTES = 170  # training step: bytes per pixel per unit of depth complexity (forward and backward)
 GS_OUTPUT_PIXEL_BYTES = 110  # an output render (no gradient): bytes per pixel per unit of depth complexity
@@ -162,6 +164,8 @@ def _stage_terms(cfg: Any, i: int, on_gpu: bool) -> tuple[dict[str, int], list[t
         n = _gaussian_count(rep, st.steps)
         floats = 11 + 3 * (rep.sh_degree + 1) ** 2
         state = n * (floats * GAUSSIAN_PARAM_BYTES + GAUSSIAN_EXTRA_BYTES)
+        init = len(rep.init_points) if rep.init == "points" and rep.init_points else rep.init_count
+        state += min(2048 * init, KNN_BLOCK_ELEMENTS) * KNN_BYTES  # the initial scales' nearest neighbours
         depth = _depth_complexity(n)
         if on_gpu and st.renderer in ("auto", "gsplat"):
             # gsplat keeps per-tile intersection lists, not per-pixel contributions (not calibrated here: no GPU)
