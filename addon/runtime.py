@@ -27,12 +27,13 @@ import bpy
 
 from . import launcher, scene_sync
 from .client import ply as plyio
+from .client import protocol, splat
 
 PUMP_ACTIVE = 1.0 / 30.0
 PUMP_IDLE = 0.5
 HEALTH_EVERY = 2.0
 DEAD_AFTER = 6.0  # no answer for this long: unresponsive (shown within 10 s with the monitor's 2 s period)
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = protocol.TERMINAL_STATES
 
 
 @dataclass
@@ -367,9 +368,10 @@ class Runtime:
                 return  # previews are PNG grids for other clients; the scene object is the live view
             if kind == "result":
                 asset = (ev.get("artifacts") or {}).get("asset", "")
-                if asset.endswith(".ply"):  # the final 3DGS asset replaces the last snapshot
-                    geometry = _decode("gaussians", w.handle.download(asset))
-                    self.mailbox.post_geometry(w.job_id, {"kind": "gaussians", "payload": geometry,
+                if asset == protocol.ASSET_PLY:  # the final asset replaces the last snapshot, in its own layout
+                    result_kind = ev.get("kind", "gaussians")
+                    geometry = _decode(result_kind, w.handle.download(asset))
+                    self.mailbox.post_geometry(w.job_id, {"kind": result_kind, "payload": geometry,
                                                           "step": int(ev.get("step", w.last_step)), "final": True})
             clean = {k: v for k, v in ev.items() if k != "data"}
             self.mailbox.post("event", w.job_id, clean)
@@ -394,7 +396,7 @@ class Runtime:
             handle = self.session.handle(job_id)
             _spawn(self._call, job_id, "delete", handle.delete, name="distillery-delete")
 
-    def reimport(self, job_id: str, scene_name: str, artifact: str = "asset.ply") -> None:
+    def reimport(self, job_id: str, scene_name: str, artifact: str = protocol.ASSET_PLY) -> None:
         if self.session is None:
             raise RuntimeError("the backend is not connected")
         handle = self.session.handle(job_id)
@@ -408,6 +410,19 @@ class Runtime:
                 return
             self.mailbox.post("reimport", job_id, {"scene": scene_name, "payload": geometry})
         _spawn(work, name="distillery-download")
+
+    def import_ply(self, path: str, scene_name: str) -> None:
+        """Read a 3DGS PLY in a worker thread (numpy, no bpy); the pump creates the object (scene_sync)."""
+        _spawn(self._import_worker, path, scene_name, name="distillery-import")
+
+    def _import_worker(self, path: str, scene_name: str) -> None:
+        name = Path(path).stem
+        try:
+            arrays = scene_sync.read_import(path)
+        except (plyio.PLYError, OSError) as exc:
+            self.mailbox.post("import", data={"scene": scene_name, "name": name, "error": f"{Path(path).name}: {exc}"})
+            return
+        self.mailbox.post("import", data={"scene": scene_name, "name": name, "payload": arrays})
 
     def _call(self, job_id: str, what: str, fn: Callable) -> None:
         try:
@@ -433,7 +448,7 @@ def _decode(kind: str, data: bytes) -> Any:
     """PLY bytes -> arrays, in the reader thread (numpy; sizes checked before allocating)."""
     if kind == "mesh":
         return plyio.read_mesh(data)
-    return plyio.read_gaussians(data)
+    return splat.with_display(plyio.read_gaussians(data))  # the display's maths off the main thread
 
 
 RUNTIME: Runtime | None = None
@@ -520,6 +535,10 @@ def _apply_message(rt: Runtime, msg: Msg) -> bool:
         return True
     if msg.kind == "event":
         _on_event(rt, msg.job_id, msg.data)
+        return True
+    if msg.kind == "import":
+        scene = bpy.data.scenes.get(msg.data["scene"]) or bpy.context.scene
+        scene.distillery.job_message = scene_sync.finish_import(scene, msg.data)
         return True
     if msg.kind == "reimport":
         scene = bpy.data.scenes.get(msg.data["scene"]) or bpy.context.scene

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.jobs.store import dumps
+from backend.protocol import ERROR_CODES
 
 log = logging.getLogger("distillery.worker")
 
@@ -228,7 +229,8 @@ class Worker:
         except UnknownPromptError as exc:
             return _failed("UNKNOWN_PROMPT", str(exc), "use a prompt the reference prior knows, or a real prior")
         except ModelNotFoundError as exc:
-            return _failed("MODEL_MISSING", str(exc), "download it with `distillery models download NAME`")
+            return _failed("MODEL_MISSING", str(exc), "download the model (`distillery models`), or set the "
+                           "Hugging Face cache folder the backend reads")
         except OutputBusy as exc:
             return _failed("INTERNAL", str(exc), "another process is writing this job's folder")
         except torch.cuda.OutOfMemoryError:
@@ -275,6 +277,8 @@ def _outcome(outcome: str, step: int | None = None, error: dict | None = None, r
 
 
 def _failed(code: str, message: str, hint: str) -> dict[str, Any]:
+    if code not in ERROR_CODES:
+        raise ValueError(f"unknown error code {code!r}")
     return _outcome("failed", error={"code": code, "message": redact_paths(message), "hint": redact_paths(hint or "")})
 
 

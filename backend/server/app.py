@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend import __version__
+from backend import __version__, protocol
 from backend.core.settings import is_valid_text
 from backend.jobs.artifacts import MEDIA_TYPES, open_artifact, sha256_of
 from backend.jobs.manager import JobConflict, JobManager, JobNotFound
@@ -120,7 +120,8 @@ class Deleted(BaseModel):
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {400: "Malformed request", 401: "Missing or wrong token", 403: "Host, Origin or Sec-Fetch-Site refused",
             404: "No such job or artifact", 409: "The job is running", 413: "Body too large",
-            422: "Invalid parameter or setting"}
+            422: "Invalid parameter or setting, or over the memory budget (OUT_OF_MEMORY)",
+            503: "The job database or the data dir cannot be written (STORAGE_ERROR)"}
     return {c: {"model": Error, "description": text[c]} for c in codes}
 
 
@@ -213,7 +214,7 @@ def create_app(manager: JobManager, token: str, hosts: frozenset[str]) -> Any:
 
     @app.post("/v1/jobs", status_code=201, response_model=JobDetail, tags=["jobs"],
               responses={200: {"model": JobDetail, "description": "A job with this job_id already exists"},
-                         **_errors(400, 401, 403, 413, 422)},
+                         **_errors(400, 401, 403, 413, 422, 503)},
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": JOB_REQUEST_SCHEMA}}}})
     async def submit(request: Request) -> JSONResponse:
@@ -295,9 +296,11 @@ def create_app(manager: JobManager, token: str, hosts: frozenset[str]) -> Any:
                                           for m in sorted(set(MEDIA_TYPES.values()))}},
                         **_errors(401, 403, 404, 422)})
     async def artifact(job_id: str = job_id_param,
-                       name: str = Path(description="An artifact name the server lists: asset.ply, preview.png, "
-                                                    "turntable.gif, turntable.png, result.json, "
-                                                    "snapshot-NNNNNN.ply, preview-NNNNNN.png")) -> Response:
+                       name: str = Path(description="An artifact name the server lists: "
+                                                    + ", ".join(protocol.FINAL_NAMES) + ", "
+                                                    + protocol.snapshot_name(0).replace("000000", "NNNNNN") + ", "
+                                                    + protocol.preview_name(0).replace("000000", "NNNNNN"))
+                       ) -> Response:
         """Download an artifact by its server-chosen name."""
         try:
             manager.get(job_id)
@@ -388,14 +391,8 @@ def _check_text(value: Any, where: str) -> None:
 
 def _presets() -> list[dict[str, Any]]:
     from backend import presets
-    from backend.config import settings_of
 
-    out = []
-    for p in presets.PRESETS.values():
-        cfg = presets.get(p.name)
-        out.append({"name": p.name, "summary": p.summary, "source": p.source, "needs_gpu": p.needs_gpu,
-                    "total_steps": cfg.total_steps, "settings": [s.to_json() for s in settings_of(cfg)]})
-    return out
+    return presets.payload()
 
 
 def _error(status: int, code: str, message: str, hint: str = "", field: str | None = None) -> JSONResponse:

@@ -30,8 +30,8 @@ except ImportError:  # the backend's interpreter: this folder belongs to .venv-b
     collect_ignore_glob = ["test_*.py"]
 
 PKG = "bl_ext.user_default.distillery"
-MODULES = ("runtime", "scene_sync", "properties", "preferences", "operators", "panels", "request", "launcher",
-           "client.ply", "client.convert")
+MODULES = ("runtime", "scene_sync", "display", "properties", "preferences", "operators", "panels", "request",
+           "launcher", "client.ply", "client.convert", "client.transform")
 
 
 def backend_python(code: str, stdin: str = "") -> str:
@@ -45,9 +45,7 @@ def backend_python(code: str, stdin: str = "") -> str:
 @pytest.fixture(scope="session")
 def presets_payload() -> list[dict]:
     """What GET /v1/presets answers, computed by the backend itself."""
-    code = ("import json; from backend import presets, config\n"
-            "print(json.dumps([{'name': n, 'summary': p.summary, 'needs_gpu': p.needs_gpu, 'settings': "
-            "[s.to_json() for s in config.settings_of(presets.get(n))]} for n, p in presets.PRESETS.items()]))")
+    code = "import json; from backend import presets; print(json.dumps(presets.payload()))"
     return json.loads(backend_python(code))
 
 
