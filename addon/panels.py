@@ -26,6 +26,8 @@ class Problem:
 ERROR_FIXES = {
     "MODEL_MISSING": ("Model missing", "distillery.open_preferences", "Model Cache Settings", {}),
     "CUDA_OOM": ("Out of GPU memory", "distillery.fix", "Lower Resolution and Retry", {"action": "LOWER_RESOLUTION"}),
+    "OUT_OF_MEMORY": ("Over the memory budget", "distillery.fix", "Lower Resolution and Retry",
+                      {"action": "LOWER_RESOLUTION"}),
     "UNKNOWN_PROMPT": ("Prompt not known to this prior", "distillery.fix", "Dismiss", {"action": "CLEAR"}),
     "INVALID_CONFIG": ("Invalid setting", "distillery.reset_settings", "Reset Settings", {}),
     "DIVERGED": ("The optimisation diverged", "distillery.fix", "Retry with a New Seed", {"action": "NEW_SEED"}),
