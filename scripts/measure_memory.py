@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CASE_TIMEOUT_S = 900
 CHILD_LIMIT_BYTES = 8 << 30  # RLIMIT_AS of each child: a runaway case fails instead of swapping the machine
 
 QUICK = ["gaussian-sds-quick", "dreamfusion-quick", "magic3d-quick", "real3d-quick", "luciddreamer-quick",
@@ -80,8 +81,11 @@ def run_case(preset: str, steps: int, sets: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         code = CHILD.format(limit=CHILD_LIMIT_BYTES)
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run([sys.executable, "-c", code, json.dumps([preset, steps, sets, tmp])], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=900)
+        try:
+            proc = subprocess.run([sys.executable, "-c", code, json.dumps([preset, steps, sets, tmp])], cwd=ROOT,
+                                  env=env, capture_output=True, text=True, timeout=CASE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return {"status": f"not finished in {CASE_TIMEOUT_S} s", "peak_bytes": None}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
