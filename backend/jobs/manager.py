@@ -382,7 +382,7 @@ class JobManager:
                                      step=job["step"])
             elif self._stopping:
                 self._requeue(job_id, "the server stopped; the job resumes from its last checkpoint")
-            elif code == -9 and self._low_memory_seen:
+            elif code == -9 and (self._low_memory_seen or _memory_nearly_exhausted()):
                 # Killed while the machine was out of memory (the kernel's OOM killer): running it again with
                 # the same settings would only do the same, so it fails at once with what to lower.
                 from backend.jobs.worker import oom_hint
