@@ -58,6 +58,8 @@ FIXES: dict[str, Fix] = {
                           Action("distillery.open_preferences", "Model Cache Settings"))),
     "CUDA_OOM": Fix("Out of GPU memory", "the GPU ran out of memory",
                     (Action("distillery.fix", "Lower Resolution and Retry", (("action", "LOWER_RESOLUTION"),)),)),
+    "OUT_OF_MEMORY": Fix("Over the memory budget", "the job needs more memory than this machine has free",
+                         (Action("distillery.fix", "Lower Resolution and Retry", (("action", "LOWER_RESOLUTION"),)),)),
     "DIVERGED": Fix("The optimisation diverged", "the losses stopped being finite",
                     (Action("distillery.fix", "Retry with a New Seed", (("action", "NEW_SEED"),)),)),
     "CANCELLED": Fix("Cancelled", "the job was cancelled", (DISMISS,)),

@@ -1,13 +1,16 @@
 """`distillery`: generate | presets | evaluate | bench | serve | models.
 
-Exit codes: 0 success, 1 the job failed (diverged, internal error), 2 bad input (unknown option, setting,
-preset or prompt), 130 interrupted.
+Exit codes: 0 success, 1 the job failed (diverged, internal error), 2 bad input or a fault found before or
+outside the job (unknown option, setting, preset or prompt; a job over the memory budget; an output folder that
+is not writable or that another run is writing; no CUDA for --device cuda; a storage error; a hostile file for
+`evaluate`), 130 interrupted. Every error is one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -34,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     _job_args(g)
     g.add_argument("--out", type=Path, default=None, help="output folder (default: out/<prompt>-<seed>)")
     g.add_argument("--no-resume", action="store_true", help="start over even if the folder has a checkpoint")
+    g.add_argument("--wait", action="store_true", help="if another run is writing --out, wait for it to end "
+                   "(default: exit 2 naming it)")
+    g.add_argument("--memory-fraction", type=float, default=None, metavar="F",
+                   help="refuse a job whose estimated peak memory exceeds this fraction of the memory available "
+                        "now (default 0.8, or $DISTILLERY_MEMORY_FRACTION)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
     pr = sub.add_parser("presets", help="list presets, or every setting of one")
@@ -47,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the figures as JSON: one asset gives one object "
                    "(psnr, mask_iou, view_accuracy, aligned_view_accuracy, alignment_azimuth, multi_face_rate, "
                    "psnr_128, hf_energy_128, hf_energy_ratio); several give {assets: [...], diversity}")
+    e.add_argument("--max-memory", type=float, default=2.0, metavar="GIB",
+                   help="memory the evaluation may use on top of the program itself (default 2 GiB): an asset "
+                        "that needs more is refused with exit code 2")
 
     b = sub.add_parser("bench", help="time the steps of a preset (medians, per phase)")
     b.add_argument("--prompt", default=None, help="prompt (default: the preset's)")
@@ -85,6 +96,11 @@ def _serve_args(sub: Any) -> None:
     s.add_argument("--tls-cert", type=Path, default=None, help="TLS certificate (PEM) for --allow-remote")
     s.add_argument("--tls-key", type=Path, default=None, help="TLS private key (PEM) for --allow-remote")
     s.add_argument("--access-log", action="store_true", help="log every request (never logs the token)")
+    s.add_argument("--memory-fraction", type=float, default=None, metavar="F",
+                   help="refuse jobs whose estimated peak memory exceeds this fraction of the memory available "
+                        "(default 0.8, or $DISTILLERY_MEMORY_FRACTION); the worker runs under this limit too")
+    s.add_argument("--request-timeout", type=float, default=10.0, metavar="S",
+                   help="close a connection that has not sent a whole request within S seconds (default 10)")
 
 
 def _job_args(p: argparse.ArgumentParser) -> None:
@@ -127,6 +143,29 @@ def _build_config(args: argparse.Namespace, prompt: str | None) -> Any:
     return cfg
 
 
+def _check_device(cfg: Any) -> None:
+    """`--device cuda` (or device=cuda) without a GPU is refused before anything runs."""
+    if cfg.device == "cuda":
+        from backend.core.devices import probe
+
+        if not probe().cuda:
+            raise UsageError("--device cuda: no CUDA device is available here (allowed: auto, cpu)")
+
+
+def _check_output_dir(out: Path) -> None:
+    """The output folder must be a folder we can create files in; checked before the job runs."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-", delete=True)  # noqa: SIM115
+        probe.write(b"ok")
+        probe.flush()
+        probe.close()
+    except OSError as exc:
+        raise UsageError(f"--out {str(out)!r} is not writable ({exc.strerror or exc.__class__.__name__})") from None
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "asset"
 
@@ -138,9 +177,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from backend.engine.loop import run_job
+    from backend.engine.memory import FRACTION_ENV, check_budget, memory_fraction
 
     cfg = _build_config(args, args.prompt)
     out = args.out or Path("out") / f"{_slug(cfg.prompt)}-{cfg.seed}"
+    _check_device(cfg)
+    _check_output_dir(out)
+    if args.memory_fraction is not None:
+        os.environ[FRACTION_ENV] = str(memory_fraction(args.memory_fraction))  # run_job checks it again
+    check_budget(cfg)
     print(f"distillery {__version__}: {cfg.prompt!r} with preset {cfg.preset}, {cfg.total_steps} steps, "
           f"seed {cfg.seed} -> {out}")
     bar = None if args.quiet else tqdm(total=cfg.total_steps, unit="step", dynamic_ncols=True)
@@ -160,7 +205,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
-        result = run_job(cfg, out, emit=emit, resume=not args.no_resume)
+        result = run_job(cfg, out, emit=emit, resume=not args.no_resume, wait_for_lock=args.wait)
     finally:
         if bar is not None:
             bar.close()
@@ -225,7 +270,8 @@ def asset_render_fn(path: Path) -> Any:
     colours. Raises UsageError naming the file when it cannot be read."""
     import torch
 
-    from backend.io.ply import PLYError, read_gaussian_ply, read_ply
+    from backend.engine.outputs import chunked
+    from backend.io.ply import PLYError, check_evaluable_gaussians, read_gaussian_ply, read_ply
     from backend.renderers.gaussians_torch import TorchGaussianRenderer
     from backend.representations.gaussians import Gaussians
 
@@ -235,12 +281,16 @@ def asset_render_fn(path: Path) -> Any:
         elements = read_ply(path)
         mesh = _mesh_from_ply(elements) if "face" in elements else None
         arrays = None if mesh is not None else read_gaussian_ply(path)
+        if arrays is not None:
+            check_evaluable_gaussians(arrays)
     except PLYError as exc:
         raise UsageError(f"asset {str(path)!r}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"asset {str(path)!r}: cannot be read ({exc.strerror})") from None
     if mesh is not None:
         from backend.engine.outputs import mesh_render_fn
 
-        return mesh_render_fn(mesh)
+        return chunked(mesh_render_fn(mesh))
     cloud = Gaussians.from_ply_arrays(arrays)
     renderer = TorchGaussianRenderer()
 
@@ -248,19 +298,30 @@ def asset_render_fn(path: Path) -> Any:
         with torch.no_grad():
             out = renderer.render(cloud, cams, background)
         return out.rgb, out.alpha
-    return render_fn
+    return chunked(render_fn)  # a few views per call: the memory of a draw is bounded
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from backend.priors.reference.evaluate import aligned_renders, diversity, evaluate
+    from backend.engine.memory import is_allocation_failure, memory_cap
+    from backend.priors.reference.evaluate import aligned_renders, diversity, evaluate, load_references
+    from backend.priors.reference.prompts import parse_prompt
 
-    render_fns = [asset_render_fn(p) for p in args.asset]  # every file checked before any work
+    if not 0.1 <= args.max_memory <= 1024:
+        raise UsageError(f"--max-memory {args.max_memory:g} is out of range (allowed: 0.1 .. 1024 GiB)")
+    load_references(*parse_prompt(args.prompt))  # the references are the program's, not the asset's, memory
     results, renders = [], []
-    for path, render_fn in zip(args.asset, render_fns, strict=True):
-        m = evaluate(render_fn, args.prompt, detail=True)
-        results.append({"asset": str(path), **{k: float(m[k]) for k in EVALUATE_FIELDS}})
-        if len(args.asset) > 1:
-            renders.append(aligned_renders(render_fn, m["alignment_azimuth"]))
+    try:
+        with memory_cap(int(args.max_memory * 2**30)):  # a hostile asset fails here, not the machine
+            render_fns = [asset_render_fn(p) for p in args.asset]  # every file checked before any work
+            for path, render_fn in zip(args.asset, render_fns, strict=True):
+                m = evaluate(render_fn, args.prompt, detail=True)
+                results.append({"asset": str(path), **{k: float(m[k]) for k in EVALUATE_FIELDS}})
+                if len(args.asset) > 1:
+                    renders.append(aligned_renders(render_fn, m["alignment_azimuth"]))
+    except (MemoryError, RuntimeError) as exc:
+        if not is_allocation_failure(exc):
+            raise
+        raise UsageError(f"drawing the asset needs more than --max-memory {args.max_memory:g} GiB") from None
     div = diversity(renders) if len(renders) > 1 else None
     if args.json:
         if div is None:
@@ -359,6 +420,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     cfg = _build_config(args, args.prompt)
+    _check_device(cfg)
     if args.random_prior:
         cfg = _with_random_prior(cfg, args.random_prior)
     report = run_bench(cfg, args.warmup)
@@ -393,7 +455,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         return serve(host=args.host, port=args.port, data_dir=args.data_dir, token_file=args.token_file,
                      allow_remote=args.allow_remote, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                     access_log=args.access_log)
+                     access_log=args.access_log, memory_fraction=args.memory_fraction,
+                     header_timeout_s=args.request_timeout)
     except ServeError as exc:
         raise UsageError(str(exc)) from None
 
@@ -483,10 +546,16 @@ def main(argv: list[str] | None = None) -> int:
         from backend.priors.reference.prompts import UnknownPromptError
     except ImportError:  # pragma: no cover - the reference prior always ships
         UnknownPromptError = ValueError
+    from backend.engine.loop import OutputBusy
+
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, ConfigError, UnknownPromptError) as exc:
+    except (UsageError, ConfigError, UnknownPromptError, OutputBusy) as exc:
         print(f"distillery {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a storage fault while the job runs (disk full, folder removed): one line, no traceback
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"distillery {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_USAGE
     except RuntimeError as exc:
         from backend.priors.hub import ModelNotFoundError

@@ -68,6 +68,7 @@ ERROR_CODES = (  # why a job failed (error events, and the job's `code`)
     "UNKNOWN_PROMPT",  # the reference prior does not know the prompt
     "MODEL_MISSING",  # weights are not in the local cache
     "CUDA_OOM",  # out of GPU memory
+    "OUT_OF_MEMORY",  # over the memory budget before it ran, or out of host memory while running
     "DIVERGED",  # non-finite losses persisted
     "CANCELLED",
     "WORKER_CRASHED",
@@ -78,6 +79,8 @@ WARNING_CODES = (  # warning events
     "NON_FINITE",  # a step had non-finite losses or gradients and was skipped
     "ROLLBACK",  # non-finite values persisted; the job went back to its last good state
     "STALLED",  # no event from the running job for a while
+    "CHECKPOINT_SKIPPED",  # a damaged or non-finite checkpoint was skipped for an older good one
+    "CHECKPOINT_FAILED",  # a new checkpoint did not verify; the older good one was kept
     "CLIENT",  # the add-on could not read an artifact (raised on the client side only)
 )
 
@@ -87,6 +90,7 @@ HTTP_ERROR_CODES = (  # the `code` of an HTTP error body {"code", "message", "hi
     "INVALID_PARAMETER",
     "INVALID_CONFIG",
     "UNKNOWN_PROMPT",
+    "OUT_OF_MEMORY",  # the job's estimated peak memory exceeds the budget (422)
     "UNAUTHORIZED",
     "FORBIDDEN_HOST",
     "FORBIDDEN_ORIGIN",
@@ -94,6 +98,7 @@ HTTP_ERROR_CODES = (  # the `code` of an HTTP error body {"code", "message", "hi
     "METHOD_NOT_ALLOWED",
     "JOB_RUNNING",
     "TOO_LARGE",
+    "STORAGE_ERROR",  # the job database or the data dir cannot be written (503)
     "HTTP_ERROR",
     "INTERNAL",
 )

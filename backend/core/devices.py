@@ -50,8 +50,10 @@ def select_device(choice: str) -> torch.device:
         return torch.device("cpu")
     if choice == "cuda":
         if not info.cuda:
-            raise RuntimeError("device=cuda was requested but CUDA is not available (torch "
-                               f"{info.torch_version}); use device=auto or device=cpu")
+            from backend.core.settings import ConfigError
+
+            raise ConfigError("device", f"cuda was requested but no CUDA device is available (torch "
+                              f"{info.torch_version})", "auto, cpu")
         return torch.device("cuda")
     return torch.device("cuda" if info.cuda else "cpu")
 

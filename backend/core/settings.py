@@ -20,6 +20,9 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+MAX_INT = 10**18  # far beyond every setting's range, far below float overflow
+MAX_NUMBER_CHARS = 64  # a number given as text
+
 KINDS = ("bool", "int", "float", "str", "pair", "schedule", "points")
 
 
@@ -168,6 +171,8 @@ def coerce(key: str, kind: str, value: Any, lo: float | None, hi: float | None, 
     if kind == "str":
         if not isinstance(value, str):
             raise ConfigError(key, f"expected text, got {type(value).__name__}", allowed)
+        if not is_valid_text(value):
+            raise ConfigError(key, "is not valid Unicode text (it holds a lone surrogate)", allowed)
         if choices and value not in choices:
             raise ConfigError(key, f"unknown value {value!r}", allowed)
         return value
@@ -199,6 +204,8 @@ def _number(key: str, value: Any, allowed: str) -> float | int:
     if isinstance(value, int | float):
         v = value
     elif isinstance(value, str):
+        if len(value) > MAX_NUMBER_CHARS:
+            raise ConfigError(key, f"expected a number, got {len(value)} characters", allowed)
         try:
             v = int(value)
         except ValueError:
@@ -210,7 +217,19 @@ def _number(key: str, value: Any, allowed: str) -> float | int:
         raise ConfigError(key, f"expected a number, got {type(value).__name__}", allowed)
     if isinstance(v, float) and not math.isfinite(v):
         raise ConfigError(key, f"expected a finite number, got {value!r}", allowed)
+    if isinstance(v, int) and abs(v) > MAX_INT:
+        # Python ints are unbounded; one past float range would overflow every comparison and message.
+        raise ConfigError(key, f"a {len(str(abs(v)))}-digit number is too large", allowed)
     return v
+
+
+def is_valid_text(text: str) -> bool:
+    """Whether `text` can be encoded as UTF-8 (JSON allows lone surrogates such as \\ud800; UTF-8 does not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_range(key: str, v: float, lo: float | None, hi: float | None, allowed: str) -> None:
@@ -365,7 +384,7 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
                 raise ConfigError(key, "expected an object")
             member = value.get("name", default_of(f).name)
             table = m["table"]
-            if member not in table:
+            if not isinstance(member, str) or member not in table:
                 raise ConfigError(f"{key}.name", f"unknown {m['family']} {member!r}", ", ".join(table))
             kwargs[name] = build(table[member], value, f"{key}.")
         elif is_section(f):
@@ -427,7 +446,9 @@ def override(tree: Any, overrides: dict[str, Any] | list[str]) -> Any:
         parts = key.split(".")
         if parts[0] in lists:
             items = getattr(tree, parts[0])
-            if len(parts) < 3 or not parts[1].isdigit() or int(parts[1]) >= len(items):
+            # str.isdigit() also admits '²' and other scripts' digits, which int() refuses: ASCII only
+            if (len(parts) < 3 or not (parts[1].isascii() and parts[1].isdigit())
+                    or int(parts[1]) >= len(items)):
                 raise ConfigError(key, f"no such {lists[parts[0]]['item_name']}",
                                   f"{parts[0]}.0 .. {parts[0]}.{len(items) - 1}")
             _set_path(items[int(parts[1])], parts[2:], value, key)
@@ -465,7 +486,7 @@ def _has_path(obj: Any, parts: list[str]) -> bool:
 def _set_path(obj: Any, parts: list[str], value: Any, full_key: str) -> None:
     fmap = {f.name: f for f in fields(obj)}
     if len(parts) == 2 and parts[1] == "name" and parts[0] in fmap and fmap[parts[0]].metadata.get("family"):
-        _switch_family(obj, fmap[parts[0]], str(value), full_key)
+        _switch_family(obj, fmap[parts[0]], value, full_key)
         return
     for p in parts[:-1]:
         names = {f.name for f in fields(obj)}
@@ -483,10 +504,10 @@ def _set_path(obj: Any, parts: list[str], value: Any, full_key: str) -> None:
     setattr(obj, last, coerce(full_key, field_kind(f), value, m.get("lo"), m.get("hi"), m.get("choices")))
 
 
-def _switch_family(obj: Any, f: dataclasses.Field, name: str, key: str) -> None:
+def _switch_family(obj: Any, f: dataclasses.Field, name: Any, key: str) -> None:
     """`prior.name=X`: replace the section with X's defaults (a no-op when it already is X)."""
     table = f.metadata["table"]
-    if name not in table:
+    if not isinstance(name, str) or name not in table:
         raise ConfigError(key, f"unknown {f.metadata['family']} {name!r}", ", ".join(table))
     if getattr(obj, f.name).name != name:
         setattr(obj, f.name, table[name]())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ from backend import __version__, registry
 from backend.config import JobConfig, StageConfig, to_dict
 from backend.core.cameras import OrbitSampler
 from backend.core.devices import select_device
-from backend.engine import checkpoint, outputs
+from backend.engine import checkpoint, memory, outputs
 from backend.engine.optim import (
     Regularisers,
     build_optimizer,
@@ -55,15 +56,80 @@ class Diverged(Exception):
     """Non-finite values persisted through every rollback."""
 
 
+class OutputBusy(Exception):
+    """Another run is writing the same output folder."""
+
+
+class OutputLock:
+    """An exclusive lock on `<out_dir>/.lock` for one run (released by the OS when the process dies, so a
+    killed run never leaves the folder locked). The file names the holder's pid and start time."""
+
+    NAME = ".lock"
+
+    def __init__(self, out_dir: Path, wait: bool = False) -> None:
+        self.path = Path(out_dir) / self.NAME
+        self.wait = wait
+        self._file: Any = None
+
+    def __enter__(self) -> OutputLock:
+        f = open(self.path, "a+")
+        while True:
+            try:
+                _try_lock(f)
+                break
+            except OSError:
+                if not self.wait:
+                    f.seek(0)
+                    holder = f.read(200).strip() or "another process"
+                    f.close()
+                    raise OutputBusy(f"{self.path.parent} is being written by another run ({holder}); wait for "
+                                     "it to end, choose another output folder, or pass --wait") from None
+                time.sleep(0.5)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()  # closing releases the lock
+            self._file = None
+
+
+def _try_lock(f: Any) -> None:
+    if os.name == "nt":
+        import msvcrt
+
+        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 def run_job(cfg: JobConfig, out_dir: Path, emit: Emit | None = None, should_cancel: Callable[[], bool] | None = None,
-            job_id: str = "", resume: bool = True, timings: Timings | None = None) -> dict[str, Any]:
+            job_id: str = "", resume: bool = True, timings: Timings | None = None,
+            wait_for_lock: bool = False, check_memory: bool = True) -> dict[str, Any]:
     """Run every stage of `cfg`, writing artifacts under `out_dir`; returns the result (also result.json).
-    Resumes from the newest complete checkpoint in `out_dir/checkpoints` when `resume` is set."""
+    Resumes from the newest good checkpoint in `out_dir/checkpoints` when `resume` is set. One run at a time
+    writes a folder: another run holding it raises OutputBusy (or is waited for with `wait_for_lock`). A job
+    whose estimated peak memory exceeds the budget raises MemoryBudgetError before anything is written, unless
+    `check_memory` is off (scripts that measure the peaks)."""
+    if check_memory:
+        memory.check_budget(cfg)
     emit = emit or (lambda e: None)
     should_cancel = should_cancel or (lambda: False)
     timings = timings or Timings()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with OutputLock(out_dir, wait=wait_for_lock):
+        return _run_job_locked(cfg, out_dir, emit, should_cancel, job_id, resume, timings)
+
+
+def _run_job_locked(cfg: JobConfig, out_dir: Path, emit: Emit, should_cancel: Callable[[], bool], job_id: str,
+                    resume: bool, timings: Timings) -> dict[str, Any]:
     ckpt_root = out_dir / "checkpoints"
     checkpoint.clean_temporaries(ckpt_root)
     device = select_device(cfg.device)
@@ -72,8 +138,8 @@ def run_job(cfg: JobConfig, out_dir: Path, emit: Emit | None = None, should_canc
     noise_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
     init_gen = torch.Generator("cpu").manual_seed(cfg.seed + 2)
 
-    ckpt_path = checkpoint.latest(ckpt_root) if resume else None
-    ckpt_state, ckpt_meta = checkpoint.load(ckpt_path, device) if ckpt_path else (None, None)
+    found = checkpoint.newest_good(ckpt_root, device, on_skip=_skip_reporter(emit, job_id)) if resume else None
+    ckpt_state, ckpt_meta = (found[1], found[2]) if found else (None, None)
     started = time.time()
     rep, priors, stage = None, {}, None
     offset = 0
@@ -99,7 +165,16 @@ def run_job(cfg: JobConfig, out_dir: Path, emit: Emit | None = None, should_canc
         rep = stage.rep
         offset += stage_cfg.steps
     assert stage is not None
-    return outputs.write_final(cfg, stage, out_dir, emit, job_id, time.time() - started, timings)
+    return outputs.write_final(cfg, stage, out_dir, emit, job_id, time.time() - started, timings,
+                               should_cancel=should_cancel)
+
+
+def _skip_reporter(emit: Emit, job_id: str) -> Callable[[Path, str], None]:
+    def report(path: Path, reason: str) -> None:
+        emit(make_event("warning", job_id, code="CHECKPOINT_SKIPPED",
+                        message=f"skipped a damaged checkpoint for an older good one: {reason}"))
+
+    return report
 
 
 def _build_stage(cfg: JobConfig, index: int, sc: StageConfig, offset: int, device: torch.device, rep: Any,
@@ -249,10 +324,20 @@ def _run_stage(cfg: JobConfig, st: Stage, start: int, out_dir: Path, emit: Emit,
             outputs.write_preview(cfg, st, out_dir, emit, job_id, gstep + 1)
         if oc.snapshot_every and (step + 1) % oc.snapshot_every == 0:
             outputs.write_snapshot(cfg, st, out_dir, emit, job_id, gstep + 1)
-        if oc.checkpoint_every and (step + 1) % oc.checkpoint_every == 0 and not last:
+        # A checkpoint every `checkpoint_every` steps and at each stage's end (a short job has one too).
+        if oc.checkpoint_every and ((step + 1) % oc.checkpoint_every == 0 or last):
+            if not _params_finite(rep):  # never write a diverged state over a good one: roll back instead
+                step = _rollback(st, out_dir, fallback, cam_gen, noise_gen, emit, job_id, gstep)
+                bad_steps = 0
+                continue
             meta = {"stage": st.index, "step": step, "global_step": gstep, "count": getattr(rep, "count", 0),
                     "config": to_dict(cfg), "version": __version__}
-            checkpoint.save(out_dir / "checkpoints", gstep, _snapshot_state(st, cam_gen, noise_gen), meta)
+            try:
+                checkpoint.save(out_dir / "checkpoints", gstep, _snapshot_state(st, cam_gen, noise_gen), meta)
+            except checkpoint.CheckpointError as exc:  # it failed to verify: the older good one is kept
+                emit(make_event("warning", job_id, code="CHECKPOINT_FAILED", step=gstep,
+                                message=f"the checkpoint at step {gstep + 1} did not verify and was not kept: "
+                                        f"{exc}"))
         step += 1
 
 
@@ -268,12 +353,16 @@ def _rollback(st: Stage, out_dir: Path, fallback: dict, cam_gen: torch.Generator
     if st.rollbacks > MAX_ROLLBACKS:
         raise Diverged(f"non-finite values persisted after {MAX_ROLLBACKS} rollbacks with halved learning rates "
                        f"(at step {gstep}); lower the learning rates or the guidance scale")
-    path = checkpoint.latest(out_dir / "checkpoints")
+    # The newest good checkpoint of this stage; damaged or non-finite ones are skipped (and removed), so a
+    # rollback never returns to a state that cannot be trusted.
+    found = checkpoint.newest_good(out_dir / "checkpoints", st.device, on_skip=_skip_reporter(emit, job_id),
+                                   accept=lambda meta: meta.get("stage") == st.index)
     state, step = fallback, 0
-    if path is not None:
-        ck_state, meta = checkpoint.load(path, st.device)
-        if meta["stage"] == st.index:
-            state, step = ck_state, meta["step"] + 1
+    if found is not None:
+        state, step = found[1], found[2]["step"] + 1
+    elif checkpoint.non_finite_keys(fallback):
+        raise Diverged(f"non-finite values at step {gstep} and no finite state of this stage to return to; "
+                       "lower the learning rates or the guidance scale")
     rollbacks, scale = st.rollbacks, st.lr_scale * 0.5
     st.rep.load_state_dict_full(state["rep"])
     st.optimizer = build_optimizer(st.rep.param_groups() + st.method.parameters(), st.cfg.optim)

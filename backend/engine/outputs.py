@@ -34,6 +34,7 @@ from backend.io.ply import write_gaussian_ply
 from backend.protocol import make_event
 
 KEEP_INTERMEDIATES = 3
+OUTPUT_CHUNK_PIXELS = 256 * 256  # pixels per render call for previews and turntables
 PREVIEW_ELEVATION = 15.0
 
 
@@ -45,11 +46,36 @@ def _prune_old(out_dir: Path, prefix: str, suffix: str) -> None:
 
 @torch.no_grad()
 def render_views(stage: Stage, cams: Cameras, background: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rgb [C, H, W, 3], alpha [C, H, W, 1]) of the current representation, on a solid grey level."""
-    cams = cams.to(stage.device)
-    bg = torch.full((len(cams), 3), background, device=stage.device)
-    out = stage.renderer.render(stage.rep, cams, bg)
-    return out.rgb.cpu(), out.alpha.cpu()
+    """(rgb [C, H, W, 3], alpha [C, H, W, 1]) of the current representation, on a solid grey level.
+
+    Rendered a few views at a time (at most OUTPUT_CHUNK_PIXELS per call): a renderer's working memory grows
+    with views x pixels, and outputs (16 previews at 1024 px, 360 turntable frames) must stay within the
+    memory budget that training fits in (backend/engine/memory.py)."""
+    per = views_per_chunk(cams.height, cams.width)
+    rgbs, alphas = [], []
+    for start in range(0, len(cams), per):
+        part = cams[start : start + per].to(stage.device)
+        bg = torch.full((len(part), 3), background, device=stage.device)
+        out = stage.renderer.render(stage.rep, part, bg)
+        rgbs.append(out.rgb.cpu())
+        alphas.append(out.alpha.cpu())
+    return torch.cat(rgbs), torch.cat(alphas)
+
+
+def views_per_chunk(height: int, width: int) -> int:
+    """How many output views one render call draws."""
+    return max(1, OUTPUT_CHUNK_PIXELS // (height * width))
+
+
+def chunked(render_fn: Any) -> Any:
+    """A render_fn(cams, background [C, 3]) -> (rgb, alpha) that calls `render_fn` on a few views at a time."""
+
+    def render(cams: Cameras, background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        per = views_per_chunk(cams.height, cams.width)
+        parts = [render_fn(cams[i : i + per], background[i : i + per]) for i in range(0, len(cams), per)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    return render
 
 
 def preview_image(cfg: JobConfig, stage: Stage) -> torch.Tensor:
@@ -129,7 +155,7 @@ def evaluate_against_reference(stage: Stage, prompt: str, mesh: Any = None) -> d
         render_fn = mesh_render_fn(mesh)
 
     try:
-        metrics = evaluate(render_fn, prompt)
+        metrics = evaluate(chunked(render_fn), prompt)
     except UnknownPromptError:
         return None
     return {k: float(v) for k, v in metrics.items() if k in ("psnr", "mask_iou", "view_accuracy",
@@ -138,20 +164,32 @@ def evaluate_against_reference(stage: Stage, prompt: str, mesh: Any = None) -> d
 
 
 def write_final(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: str, seconds: float,
-                timings: Timings) -> dict[str, Any]:
+                timings: Timings, should_cancel: Any = None) -> dict[str, Any]:
+    """Write the final artifacts and result.json. A cancel is honoured between phases (mesh export, asset,
+    preview, turntable, evaluation): the job ends `cancelled` and result.json is not written."""
+    from backend.engine.loop import Cancelled
+
+    def check() -> None:
+        if should_cancel is not None and should_cancel():
+            raise Cancelled(cfg.total_steps)
+
     kind = stage.rep.kind
     mesh = None
+    check()
     if kind == "mesh":
         from backend.io.mesh_export import mesh_ply_arrays, write_glb
 
         mesh = stage.rep.export_mesh()
         arrays = mesh_ply_arrays(mesh)
+        check()
         write_glb(out_dir / protocol.ASSET_GLB, mesh)
     else:
         arrays = stage.rep.snapshot(None)
     names = protocol.FINAL_ARTIFACTS
     write_asset_ply(kind, out_dir / names["asset"], arrays)
+    check()
     images.save_png(out_dir / names["preview"], preview_image(cfg, stage))
+    check()
     roles = ["asset", "preview"]
     if mesh is not None:
         roles.append("asset_glb")
@@ -162,8 +200,10 @@ def write_final(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: 
         images.save_png(out_dir / names["turntable_sheet"], images.grid(frames, cols=min(8, oc.turntable_frames)))
         images.save_gif(out_dir / names["turntable"], frames)
         roles += ["turntable", "turntable_sheet"]
+        check()
     roles.append("result")
     metrics = evaluate_against_reference(stage, cfg.prompt, mesh) if oc.evaluate else None
+    check()
     per_step = timings.medians(skip=min(5, len(timings.history) // 10))
     result = {
         "prompt": cfg.prompt, "seed": cfg.seed, "preset": cfg.preset, "job_id": job_id,

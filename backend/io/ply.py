@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,9 @@ _TYPES = {
     "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
 }
 MAX_HEADER_BYTES = 64 * 1024
+MAX_FILE_BYTES = 2**31
+MAX_EVALUATE_GAUSSIANS = 2_000_000
+MAX_LOG_SCALE = 1.0  # e^1 = 2.7 world units: larger than any scene the cameras frame
 
 
 class PLYError(ValueError):
@@ -88,9 +92,13 @@ def write_gaussian_ply(path: Path, arrays: dict[str, np.ndarray]) -> None:
     write_vertex_ply(path, ordered)
 
 
-def read_ply(path: Path, max_bytes: int = 2**31) -> dict[str, dict[str, np.ndarray]]:
+def read_ply(path: Path, max_bytes: int = MAX_FILE_BYTES) -> dict[str, dict[str, np.ndarray]]:
     """Read a binary (either endianness) or ASCII PLY: {element: {property: array}}; list properties come
-    back as [count, k] arrays when every row has the same length k."""
+    back as [count, k] arrays when every row has the same length k.
+
+    Hostile files get a one-line PLYError, never another exception: a header that is not ASCII, a malformed
+    or duplicated element or property line, a count that does not fit the bytes present (checked before any
+    allocation), an ASCII value that is not a number of its type, and NaN or inf in any float property."""
     path = Path(path)
     size = path.stat().st_size
     if size > max_bytes:
@@ -100,7 +108,10 @@ def read_ply(path: Path, max_bytes: int = 2**31) -> dict[str, dict[str, np.ndarr
     end = head.find(b"end_header\n")
     if not head.startswith(b"ply\n") or end < 0:
         raise PLYError(f"{path.name}: not a PLY file (or header over {MAX_HEADER_BYTES} bytes)")
-    header = head[:end].decode("ascii", errors="replace").splitlines()
+    try:
+        header = head[:end].decode("ascii").splitlines()
+    except UnicodeDecodeError:
+        raise PLYError(f"{path.name}: the header is not ASCII text") from None
     body_offset = end + len(b"end_header\n")
     fmt = None
     elements: list[tuple[str, int, list[tuple]]] = []
@@ -109,30 +120,59 @@ def read_ply(path: Path, max_bytes: int = 2**31) -> dict[str, dict[str, np.ndarr
         if not parts or parts[0] in ("comment", "obj_info"):
             continue
         if parts[0] == "format":
+            if len(parts) != 3 or fmt is not None:
+                raise PLYError(f"bad format line {line[:80]!r}")
             fmt = parts[1]
         elif parts[0] == "element":
-            if len(parts) != 3 or not parts[2].isdigit():
-                raise PLYError(f"bad element line {line!r}")
+            if len(parts) != 3 or not _is_count(parts[2]):
+                raise PLYError(f"bad element line {line[:80]!r}")
+            if any(e[0] == parts[1] for e in elements):
+                raise PLYError(f"element {parts[1][:40]!r} is declared twice")
             elements.append((parts[1], int(parts[2]), []))
         elif parts[0] == "property":
             if not elements:
                 raise PLYError("property before any element")
-            if parts[1] == "list":
-                if parts[2] not in _TYPES or parts[3] not in _TYPES:
-                    raise PLYError(f"bad list property {line!r}")
-                elements[-1][2].append(("list", parts[4], _TYPES[parts[2]], _TYPES[parts[3]]))
+            if len(parts) >= 2 and parts[1] == "list":
+                if len(parts) != 5 or parts[2] not in _TYPES or parts[3] not in _TYPES:
+                    raise PLYError(f"bad list property {line[:80]!r}")
+                if _TYPES[parts[2]][0] == "f" or _TYPES[parts[3]][0] == "f":
+                    raise PLYError(f"list property {parts[4][:40]!r}: counts and indices must be integers")
+                prop: tuple = ("list", parts[4], _TYPES[parts[2]], _TYPES[parts[3]])
             else:
+                if len(parts) != 3:
+                    raise PLYError(f"bad property line {line[:80]!r}")
                 if parts[1] not in _TYPES:
-                    raise PLYError(f"unknown property type {parts[1]!r}")
-                elements[-1][2].append(("scalar", parts[2], _TYPES[parts[1]]))
+                    raise PLYError(f"unknown property type {parts[1][:20]!r}")
+                prop = ("scalar", parts[2], _TYPES[parts[1]])
+            if any(q[1] == prop[1] for q in elements[-1][2]):
+                raise PLYError(f"element {elements[-1][0][:40]!r}: property {prop[1][:40]!r} is declared twice")
+            elements[-1][2].append(prop)
+        else:
+            raise PLYError(f"unknown header line {line[:80]!r}")
     if fmt not in ("binary_little_endian", "binary_big_endian", "ascii"):
-        raise PLYError(f"unsupported format {fmt!r}")
+        raise PLYError(f"unsupported format {str(fmt)[:40]!r}")
+    if any(not props and count for _, count, props in elements):
+        raise PLYError("an element with rows has no properties")
     with open(path, "rb") as f:
         f.seek(body_offset)
         body = f.read()
     if fmt == "ascii":
-        return _read_ascii(body, elements)
-    order = "<" if fmt == "binary_little_endian" else ">"
+        out = _read_ascii(body, elements)
+    else:
+        out = _read_binary(body, elements, "<" if fmt == "binary_little_endian" else ">")
+    for name, props in out.items():
+        for pname, arr in props.items():
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise PLYError(f"element {name[:40]}: property {pname[:40]} holds NaN or inf")
+    return out
+
+
+def _is_count(text: str) -> bool:
+    """A row count: ASCII digits only (str.isdigit() also admits '²' and other scripts' digits)."""
+    return text.isascii() and text.isdigit() and len(text) <= 12
+
+
+def _read_binary(body: bytes, elements: list, order: str) -> dict[str, dict[str, np.ndarray]]:
     out: dict[str, dict[str, np.ndarray]] = {}
     pos = 0
     for name, count, props in elements:
@@ -154,10 +194,11 @@ def read_ply(path: Path, max_bytes: int = 2**31) -> dict[str, dict[str, np.ndarr
             if pos + cdt.itemsize > len(body):
                 raise PLYError(f"element {name}: truncated")
             k = int(np.frombuffer(body, dtype=cdt, count=1, offset=pos)[0])
-            row = np.dtype([("n", cdt), ("i", idt, (k,))])
-            need = count * row.itemsize
+            # Sizes checked in Python integers before numpy sees them (a count of 2^32 - 1 would overflow).
+            need = count * (cdt.itemsize + max(k, 0) * idt.itemsize)
             if k <= 0 or pos + need > len(body):
                 raise PLYError(f"element {name}: {count} rows of {k} need {need} bytes, {len(body) - pos} present")
+            row = np.dtype([("n", cdt), ("i", idt, (k,))])
             arr = np.frombuffer(body, dtype=row, count=count, offset=pos)
             if not (arr["n"] == k).all():
                 raise PLYError(f"element {name}: mixed list lengths are not supported")
@@ -169,7 +210,10 @@ def read_ply(path: Path, max_bytes: int = 2**31) -> dict[str, dict[str, np.ndarr
 
 
 def _read_ascii(body: bytes, elements: list) -> dict[str, dict[str, np.ndarray]]:
-    lines = body.decode("ascii", errors="replace").split("\n")
+    try:
+        lines = body.decode("ascii").split("\n")
+    except UnicodeDecodeError:
+        raise PLYError("the ASCII body holds non-ASCII bytes") from None
     out: dict[str, dict[str, np.ndarray]] = {}
     pos = 0
     for name, count, props in elements:
@@ -178,11 +222,58 @@ def _read_ascii(body: bytes, elements: list) -> dict[str, dict[str, np.ndarray]]
         rows = [ln.split() for ln in lines[pos : pos + count]]
         pos += count
         if all(p[0] == "scalar" for p in props):
-            cols = list(zip(*rows, strict=False)) if rows else [[] for _ in props]
-            out[name] = {p[1]: np.asarray(cols[i], dtype=p[2]) for i, p in enumerate(props)}
+            for i, r in enumerate(rows):
+                if len(r) != len(props):
+                    raise PLYError(f"element {name}: row {i} has {len(r)} values, {len(props)} declared")
+            cols = list(zip(*rows, strict=True)) if rows else [() for _ in props]
+            out[name] = {p[1]: _ascii_column(name, p[1], cols[i], p[2]) for i, p in enumerate(props)}
+        elif len(props) == 1:
+            pname = props[0][1]
+            for i, r in enumerate(rows):
+                if not r or not _is_count(r[0]) or int(r[0]) != len(r) - 1:
+                    raise PLYError(f"element {name}: row {i}: the list count does not match its values")
+            widths = {len(r) for r in rows}
+            if len(widths) > 1:
+                raise PLYError(f"element {name}: mixed list lengths are not supported")
+            flat = _ascii_column(name, pname, [x for r in rows for x in r[1:]], "i8")
+            out[name] = {pname: flat.reshape(len(rows), -1) if rows else np.zeros((0, 3), np.int64)}
         else:
-            out[name] = {props[0][1]: np.asarray([[int(x) for x in r[1:]] for r in rows], dtype=np.int64)}
+            raise PLYError(f"element {name}: mixed scalar and list properties are not supported")
     return out
+
+
+def _ascii_column(element: str, prop: str, values: Any, dtype: str) -> np.ndarray:
+    """Text values as `dtype`; a value that is not a number of that type (or does not fit it) is a PLYError."""
+    kind = np.dtype(dtype)
+    try:
+        if kind.kind == "f":
+            arr = np.asarray([float(v) for v in values], dtype=np.float64)
+        else:
+            ints = [int(v) for v in values]
+            info = np.iinfo(kind)
+            if ints and (min(ints) < info.min or max(ints) > info.max):
+                raise PLYError(f"element {element}: property {prop} has a value outside {kind.name}")
+            arr = np.asarray(ints, dtype=np.int64)
+        return arr.astype(kind)
+    except ValueError:
+        raise PLYError(f"element {element}: property {prop} holds a value that is not a {kind.name}") from None
+
+
+def check_evaluable_gaussians(arrays: dict[str, np.ndarray], max_count: int = MAX_EVALUATE_GAUSSIANS,
+                              max_log_scale: float = MAX_LOG_SCALE) -> None:
+    """Refuse a 3DGS asset that no renderer can draw within bounded memory: more than `max_count` Gaussians,
+    a log-scale above `max_log_scale` (a splat many times the size of the scene covers every pixel of every
+    view, so the composited pairs grow with count x pixels), or a zero-length rotation quaternion."""
+    n = len(arrays["x"])
+    if n > max_count:
+        raise PLYError(f"{n} Gaussians is more than evaluate draws (at most {max_count})")
+    for k in ("scale_0", "scale_1", "scale_2"):
+        if n and float(arrays[k].max()) > max_log_scale:
+            raise PLYError(f"property {k} reaches {float(arrays[k].max()):.3g} (log scale); at most "
+                           f"{max_log_scale:g}, a Gaussian of {np.exp(max_log_scale):.3g} world units")
+    q = np.stack([arrays[f"rot_{i}"] for i in range(4)], axis=1) if n else np.zeros((0, 4))
+    if n and float(np.min(np.linalg.norm(q, axis=1))) <= 1e-12:
+        raise PLYError("a Gaussian has a zero rotation quaternion")
 
 
 def read_gaussian_ply(path: Path) -> dict[str, np.ndarray]:

@@ -17,12 +17,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from backend.engine.memory import FRACTION_ENV
 from backend.jobs.artifacts import list_artifacts, valid_job_id
 from backend.jobs.requests import build_config
 from backend.jobs.store import ACTIVE_STATES, JobStore, new_job_id
@@ -38,6 +40,16 @@ MAX_WORKER_LINE = 4 << 20
 SHUTDOWN_WAIT_S = 15.0
 
 
+LOW_MEMORY_FRACTION = 0.03  # available memory below this share of the total counts as exhausted
+
+
+def _memory_nearly_exhausted() -> bool:
+    import psutil
+
+    vm = psutil.virtual_memory()
+    return vm.available < LOW_MEMORY_FRACTION * vm.total
+
+
 class JobNotFound(KeyError):
     pass
 
@@ -47,7 +59,11 @@ class JobConflict(Exception):
 
 
 class JobManager:
-    def __init__(self, data_dir: Path, worker_command: list[str] | None = None) -> None:
+    def __init__(self, data_dir: Path, worker_command: list[str] | None = None,
+                 memory_fraction: float | None = None) -> None:
+        from backend.engine.memory import memory_fraction as resolve_fraction
+
+        self.memory_fraction = resolve_fraction(memory_fraction)
         self.data_dir = Path(data_dir)
         self.jobs_root = self.data_dir / "jobs"
         self.jobs_root.mkdir(parents=True, exist_ok=True)
@@ -67,6 +83,7 @@ class JobManager:
         self._start_failures = 0
         self._stopping = False
         self._waiters: dict[str, asyncio.Event] = {}
+        self._low_memory_seen = False  # the machine was nearly out of memory while the worker ran a job
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
 
@@ -127,10 +144,24 @@ class JobManager:
         if existing is not None:
             return self.describe(existing), False
         cfg = build_config(request)
+        self._check_resources(cfg)
         job, created = self.store.create(job_id, to_dict(cfg))
         self._notify(job_id)
         self._kick()
         return self.describe(job), created
+
+    def _check_resources(self, cfg: Any) -> None:
+        """Refuse, before queuing, a job this machine cannot run: device=cuda without CUDA in the worker, or
+        an estimated peak memory over the budget (MemoryBudgetError, a ConfigError naming what to lower)."""
+        from backend.core.settings import ConfigError
+        from backend.engine.memory import check_budget
+
+        devices = (self.worker_info or {}).get("devices") or {}
+        has_cuda = bool(devices.get("cuda"))
+        if cfg.device == "cuda" and self.worker_info is not None and not has_cuda:
+            raise ConfigError("device", "cuda was requested but the server has no CUDA device", "auto, cpu")
+        device = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and has_cuda) else "cpu"
+        check_budget(cfg, self.memory_fraction, device=device)
 
     def get(self, job_id: str, with_config: bool = False) -> dict[str, Any]:
         job = self.store.get(job_id) if valid_job_id(job_id) else None
@@ -203,7 +234,7 @@ class JobManager:
             "devices": info.get("devices"),
             "renderers": info.get("renderers"),
             "queue_length": len(self.store.queue()),
-            "running": self._current,
+            "busy": self._current is not None,  # no job id: health needs no token
             "uptime_s": round(time.time() - self.started_at, 1),
         }
 
@@ -230,9 +261,10 @@ class JobManager:
             return
         self._ready = False
         self._tasks = [t for t in self._tasks if not t.done()]  # a server runs for days: drop finished tasks
+        env = {**os.environ, FRACTION_ENV: str(self.memory_fraction)}
         self._proc = await asyncio.create_subprocess_exec(
             *self.worker_command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            limit=MAX_WORKER_LINE, start_new_session=True)  # terminal signals are for the supervisor alone
+            limit=MAX_WORKER_LINE, start_new_session=True, env=env)  # terminal signals: the supervisor's alone
         log.info("worker started (pid %d)", self._proc.pid)
         self._tasks.append(asyncio.create_task(self._read_worker(self._proc), name="worker-reader"))
 
@@ -351,6 +383,15 @@ class JobManager:
                                      step=job["step"])
             elif self._stopping:
                 self._requeue(job_id, "the server stopped; the job resumes from its last checkpoint")
+            elif code == -9 and (self._low_memory_seen or _memory_nearly_exhausted()):
+                # Killed while the machine was out of memory (the kernel's OOM killer): running it again with
+                # the same settings would only do the same, so it fails at once with what to lower.
+                from backend.jobs.worker import oom_hint
+
+                log.error("worker killed (%s) running job %s while memory was exhausted; job failed", how, job_id)
+                self._fail(job_id, {"code": "OUT_OF_MEMORY",
+                                    "message": "the worker was killed while the machine was out of memory",
+                                    "hint": oom_hint(self.store.config(job_id), host=True)}, crashed=True)
             elif job["crashes"] + 1 >= MAX_CRASHES:
                 log.error("worker died (%s) running job %s for the %s time; job failed", how, job_id,
                           "second" if MAX_CRASHES == 2 else f"{MAX_CRASHES}th")
@@ -366,6 +407,7 @@ class JobManager:
                                       "checkpoint", crashed=True)
             self._notify(job_id)
         self._killed_for_cancel = None
+        self._low_memory_seen = False
         if self._stopping:
             return
         self.worker_restarts += 1
@@ -402,6 +444,8 @@ class JobManager:
             job_id = self._current
             if job_id is None:
                 continue
+            if not self._low_memory_seen and _memory_nearly_exhausted():
+                self._low_memory_seen = True
             if self._cancel_deadline is not None and now > self._cancel_deadline and self._proc is not None:
                 self._cancel_deadline = None
                 self._killed_for_cancel = job_id

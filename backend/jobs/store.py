@@ -58,6 +58,10 @@ CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, position);
 """
 
 
+class StorageError(Exception):
+    """The job database cannot be opened, read or written (corrupt, read-only, disk full)."""
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
@@ -82,13 +86,26 @@ class JobStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a recorded event survives a power cut, not just a kill
-        self._db.executescript(_SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot open the job database {self.path.name}: {exc}") from None
+        try:
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a recorded event survives a power cut, not just a kill
+            self._db.executescript(_SCHEMA)
+            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {check}")
+            self._db.execute("BEGIN IMMEDIATE")  # a write lock: fails now, not at the first submit, when read-only
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StorageError(f"the job database {self.path.name} is unusable ({exc}); move it away to start "
+                               "with an empty job list, or fix its permissions") from None
 
     def close(self) -> None:
         with self._lock:

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import queue
+import re
 import signal
 import sys
 import threading
@@ -62,7 +63,7 @@ class Channel:
             os._exit(0)
 
 
-def oom_hint(config: dict[str, Any]) -> str:
+def oom_hint(config: dict[str, Any], host: bool = False) -> str:
     """What to lower after an out-of-memory error, with the job's current values."""
     parts = []
     for i, st in enumerate(config.get("stages", [])):
@@ -70,7 +71,32 @@ def oom_hint(config: dict[str, Any]) -> str:
         prefix = f"stages.{i}." if len(config.get("stages", [])) > 1 else ""
         parts.append(f"{prefix}camera.resolution (now {cam.get('resolution')}), {prefix}camera.views (now "
                      f"{cam.get('views')}) or {prefix}representation.max_count (now {rep.get('max_count')} Gaussians)")
-    return "out of GPU memory: lower " + "; ".join(parts) if parts else "lower the resolution or the views"
+    where = "memory" if host else "GPU memory"
+    return f"out of {where}: lower " + "; ".join(parts) if parts else "lower the resolution or the views"
+
+
+_PATH = re.compile(r"(?:(?<![\w.~])~|(?<![\w.])[A-Za-z]:|(?<![\w.:/]))(?:[\\/][^\s'\"`:;,()\[\]{}<>]+)+")
+
+
+def redact_paths(text: str) -> str:
+    """`text` with every absolute file path cut to its last part (`/home/u/data/x.ply` -> `.../x.ply`): job
+    errors reach clients, and paths tell them about the machine (docs/RELIABILITY.md §2)."""
+
+    def cut(m: re.Match[str]) -> str:
+        last = re.split(r"[\\/]", m.group(0).rstrip("/\\"))[-1]
+        return f".../{last}" if last else "..."
+
+    return _PATH.sub(cut, text)
+
+
+def limit_memory(fraction: float) -> int | None:
+    """Run this worker under a memory limit: `fraction` of the memory available now on top of what it holds
+    (docs/RELIABILITY.md §4), so a runaway job fails alone with an allocation error."""
+    import psutil
+
+    from backend.engine.memory import limit_data_segment
+
+    return limit_data_segment(int(psutil.virtual_memory().available * fraction))
 
 
 class Worker:
@@ -179,13 +205,15 @@ class Worker:
 
         from backend.config import from_dict
         from backend.core.settings import ConfigError
-        from backend.engine.loop import Cancelled, Diverged, run_job
+        from backend.engine.loop import Cancelled, Diverged, OutputBusy, run_job
+        from backend.engine.memory import MemoryBudgetError, is_allocation_failure
         from backend.priors.hub import ModelNotFoundError
         from backend.priors.reference.prompts import UnknownPromptError
 
-        oom = False
+        oom = host_oom = False
         try:
             cfg = from_dict(config)
+            # run_job checks the memory budget again: memory may have filled up since the job was queued
             result = run_job(cfg, out_dir, emit=lambda e: self.emit(job_id, e), should_cancel=self.cancel.is_set,
                              job_id=job_id, resume=True)
             keep = ("artifacts", "metrics", "kind", "count", "faces", "seconds", "renderer", "device")
@@ -194,6 +222,10 @@ class Worker:
             return _outcome("cancelled", step=exc.step)
         except Diverged as exc:
             return _failed("DIVERGED", str(exc), "lower the learning rates or the guidance scale")
+        except MemoryBudgetError as exc:
+            out = _failed("OUT_OF_MEMORY", str(exc), f"lower {exc.allowed}" if exc.allowed else "")
+            out["error"]["field"] = exc.field
+            return out
         except ConfigError as exc:
             out = _failed("INVALID_CONFIG", str(exc), exc.allowed and f"allowed: {exc.allowed}")
             out["error"]["field"] = exc.field  # the client highlights the setting at fault
@@ -202,12 +234,21 @@ class Worker:
             return _failed("MODEL_MISSING", str(exc), exc.hint)
         except UnknownPromptError as exc:
             return _failed("UNKNOWN_PROMPT", str(exc), "use a prompt the reference prior knows, or a real prior")
+        except OutputBusy as exc:
+            return _failed("INTERNAL", str(exc), "another process is writing this job's folder")
         except torch.cuda.OutOfMemoryError:
             oom = True  # handled below, once this frame no longer holds the traceback and its tensors
         except Exception as exc:
-            log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-            return _failed("INTERNAL", f"internal error ({type(exc).__name__}): {_first_line(exc)}",
-                           "see the server log for details")
+            if is_allocation_failure(exc):
+                host_oom = True
+            else:
+                log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+                return _failed("INTERNAL", f"internal error ({type(exc).__name__}): {_first_line(exc)}",
+                               "see the server log for details")
+        if host_oom:
+            gc.collect()
+            return _failed("OUT_OF_MEMORY", "the job ran out of memory (the worker's memory limit)",
+                           oom_hint(config, host=True))
         assert oom
         return self._recover_from_oom(config)
 
@@ -241,7 +282,7 @@ def _outcome(outcome: str, step: int | None = None, error: dict | None = None, r
 def _failed(code: str, message: str, hint: str) -> dict[str, Any]:
     if code not in ERROR_CODES:
         raise ValueError(f"unknown error code {code!r}")
-    return _outcome("failed", error={"code": code, "message": message, "hint": hint or ""})
+    return _outcome("failed", error={"code": code, "message": redact_paths(message), "hint": redact_paths(hint or "")})
 
 
 def _lock(path: Path, timeout: float) -> Any:
@@ -276,6 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout = os.fdopen(1, "w", encoding="utf-8", buffering=1, closefd=False)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the terminal is for the supervisor
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s worker %(levelname)s %(message)s")
+    from backend.engine.memory import memory_fraction
+
+    limit = limit_memory(memory_fraction())
+    if limit is not None:
+        log.info("memory limit (RLIMIT_DATA): %.2f GiB", limit / 2**30)
     worker = Worker(Channel(channel_fd))
     reader = threading.Thread(target=worker.read_commands, args=(sys.stdin.buffer,), daemon=True, name="commands")
     reader.start()

@@ -33,12 +33,17 @@ SH_C0 = 0.28209479177387814
 PARAM_NAMES = ("xyz", "sh_dc", "sh_rest", "opacity_logits", "log_scales", "rotations")
 
 
+KNN_BLOCK_ELEMENTS = 1 << 24  # distances per block: 64 MB of float32 (and as much for the squares)
+
+
 def knn_mean_sq_dist(points: Tensor, k: int = 3, chunk: int = 2048) -> Tensor:
-    """[N] mean squared distance to the k nearest other points (chunked, no N x N matrix at once)."""
+    """[N] mean squared distance to the k nearest other points, in blocks of rows so that no block holds more
+    than KNN_BLOCK_ELEMENTS distances (a [chunk, N] block of 2M points would be 16 GB)."""
     n = points.shape[0]
     if n <= 1:
         return torch.full((n,), 1e-4, device=points.device)
     k = min(k, n - 1)
+    chunk = max(1, min(chunk, KNN_BLOCK_ELEMENTS // n))
     out = torch.empty(n, device=points.device)
     for i in range(0, n, chunk):
         d = torch.cdist(points[i : i + chunk], points).pow(2)

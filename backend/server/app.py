@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sqlite3
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -21,9 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend import __version__, protocol
+from backend.core.settings import is_valid_text
 from backend.jobs.artifacts import MEDIA_TYPES, open_artifact, sha256_of
 from backend.jobs.manager import JobConflict, JobManager, JobNotFound
 from backend.jobs.store import JOB_ID_PATTERN
+from backend.jobs.worker import redact_paths
 from backend.protocol import JOB_STATES, PROTOCOL_VERSION
 from backend.server.auth import PUBLIC_PATHS, BodyTooLarge, Guard
 
@@ -106,7 +109,7 @@ class Health(BaseModel):
     devices: dict[str, Any] | None = Field(description="What the worker found: CUDA devices, gsplat")
     renderers: dict[str, list[str]] | None = Field(description="Renderers available per representation")
     queue_length: int
-    running: str | None
+    busy: bool = Field(description="A job is running (which one is not said: this route needs no token)")
     uptime_s: float
 
 
@@ -117,7 +120,8 @@ class Deleted(BaseModel):
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {400: "Malformed request", 401: "Missing or wrong token", 403: "Host, Origin or Sec-Fetch-Site refused",
             404: "No such job or artifact", 409: "The job is running", 413: "Body too large",
-            422: "Invalid parameter or setting"}
+            422: "Invalid parameter or setting, or over the memory budget (OUT_OF_MEMORY)",
+            503: "The job database or the data dir cannot be written (STORAGE_ERROR)"}
     return {c: {"model": Error, "description": text[c]} for c in codes}
 
 
@@ -177,6 +181,19 @@ def create_app(manager: JobManager, token: str, hosts: frozenset[str]) -> Any:
     async def too_large(_req: Request, _exc: BodyTooLarge) -> JSONResponse:
         return _error(413, "TOO_LARGE", "the request body is too large", "a job request is at most 64 KiB")
 
+    @app.exception_handler(sqlite3.Error)
+    async def storage_error(_req: Request, exc: sqlite3.Error) -> JSONResponse:
+        log.error("job database error: %s", exc)
+        return _error(503, "STORAGE_ERROR", f"the job database cannot be used ({exc.__class__.__name__}: "
+                      f"{redact_paths(str(exc))})", "check the data dir's disk space and permissions; see the "
+                      "server log")
+
+    @app.exception_handler(OSError)
+    async def disk_error(_req: Request, exc: OSError) -> JSONResponse:
+        log.error("storage error: %s", exc)
+        return _error(503, "STORAGE_ERROR", f"a file in the data dir cannot be used ({exc.strerror or 'error'})",
+                      "check the data dir's disk space and permissions; see the server log")
+
     @app.exception_handler(Exception)
     async def internal(_req: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
@@ -197,18 +214,21 @@ def create_app(manager: JobManager, token: str, hosts: frozenset[str]) -> Any:
 
     @app.post("/v1/jobs", status_code=201, response_model=JobDetail, tags=["jobs"],
               responses={200: {"model": JobDetail, "description": "A job with this job_id already exists"},
-                         **_errors(400, 401, 403, 413, 422)},
+                         **_errors(400, 401, 403, 413, 422, 503)},
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": JOB_REQUEST_SCHEMA}}}})
     async def submit(request: Request) -> JSONResponse:
         """Validate a job request and queue it. Returns the job (201), or the existing job (200) when
         `job_id` names one."""
         from backend.core.settings import ConfigError
+        from backend.engine.memory import MemoryBudgetError
         from backend.priors.reference.prompts import UnknownPromptError
 
         body = await request.body()
         try:
             data = strict_json(body)
+        except InvalidText as exc:
+            return _error(422, "INVALID_CONFIG", str(exc), "send text without lone surrogates", field=exc.field)
         except ValueError as exc:
             return _error(400, "INVALID_JSON", f"the body is not valid JSON: {exc}",
                           "send a JSON object; NaN and Infinity are not allowed")
@@ -217,6 +237,9 @@ def create_app(manager: JobManager, token: str, hosts: frozenset[str]) -> Any:
                           field="request")
         try:
             job, created = manager.submit(data)
+        except MemoryBudgetError as exc:
+            return _error(422, "OUT_OF_MEMORY", str(exc), f"lower {exc.allowed}" if exc.allowed else "",
+                          field=exc.field)
         except ConfigError as exc:
             return _error(422, "INVALID_CONFIG", str(exc), f"allowed: {exc.allowed}" if exc.allowed else "",
                           field=exc.field)
@@ -333,11 +356,37 @@ def strict_json(body: bytes) -> Any:
         return value
 
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=no_constant, parse_float=finite_float)
+        data = json.loads(body.decode("utf-8"), parse_constant=no_constant, parse_float=finite_float)
     except UnicodeDecodeError:
         raise ValueError("not UTF-8") from None
     except RecursionError:
         raise ValueError("nested too deeply") from None
+    _check_text(data, "")
+    return data
+
+
+class InvalidText(ValueError):
+    """Valid JSON holding text that UTF-8 cannot encode; `field` is where."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def _check_text(value: Any, where: str) -> None:
+    """Refuse strings (keys included) that UTF-8 cannot encode: JSON's \\ud800 escapes decode to lone
+    surrogates, which no database, file or response could hold."""
+    if isinstance(value, str):
+        if not is_valid_text(value):
+            raise InvalidText(where or "request", "a string holds a lone surrogate (\\ud800-\\udfff)")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if not is_valid_text(k):
+                raise InvalidText(where or "request", "a key holds a lone surrogate (\\ud800-\\udfff)")
+            _check_text(v, f"{where}.{k}" if where else k)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_text(v, f"{where}.{i}" if where else str(i))
 
 
 def _presets() -> list[dict[str, Any]]:
@@ -347,7 +396,14 @@ def _presets() -> list[dict[str, Any]]:
 
 
 def _error(status: int, code: str, message: str, hint: str = "", field: str | None = None) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message, "hint": hint, "field": field}, status_code=status)
+    body = {"code": code, "message": _printable(message), "hint": _printable(hint),
+            "field": None if field is None else _printable(field)}
+    return JSONResponse(body, status_code=status)
+
+
+def _printable(text: str) -> str:
+    """`text` with anything UTF-8 cannot encode (lone surrogates) escaped, so an error always renders."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _not_found() -> JSONResponse:

@@ -148,10 +148,15 @@ def test_inversion_reconstructs_the_render_only_on_the_smoothed_prior(monkeypatc
     assert errors[1.0] < 0.25 * errors[0.0], errors
 
 
-def test_luciddreamer_quick_converges_on_the_reference_prior(tmp_path):
-    cfg = apply_overrides(presets.get("luciddreamer-quick"), {
+def luciddreamer_config():
+    return apply_overrides(presets.get("luciddreamer-quick"), {
         "output.preview_every": 0, "output.snapshot_every": 0, "output.checkpoint_every": 0,
         "output.turntable_frames": 0, "representation.init_count": 800, "representation.densify_every": 0,
         "camera.views": 2, "camera.resolution": 32, "random_background_prob": 0.5})
+
+
+@pytest.mark.work(config=luciddreamer_config, steps=160)
+def test_luciddreamer_quick_converges_on_the_reference_prior(tmp_path):
+    cfg = luciddreamer_config()
     result = run_job(cfg.with_total_steps(160), tmp_path)
     assert result["metrics"]["mask_iou"] >= 0.8, result["metrics"]

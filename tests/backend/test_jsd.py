@@ -113,10 +113,15 @@ def test_views_with_different_timesteps(prior):
     assert torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
 
 
-def test_jsd_quick_converges_on_the_reference_prior(tmp_path):
-    cfg = apply_overrides(presets.get("jsd-quick"), {
+def jsd_config():
+    return apply_overrides(presets.get("jsd-quick"), {
         "output.preview_every": 0, "output.snapshot_every": 0, "output.checkpoint_every": 0,
         "output.turntable_frames": 0, "representation.init_count": 800, "representation.densify_every": 0,
         "camera.views": 2, "camera.resolution": 32, "random_background_prob": 0.5})
+
+
+@pytest.mark.work(config=jsd_config, steps=100)
+def test_jsd_quick_converges_on_the_reference_prior(tmp_path):
+    cfg = jsd_config()
     result = run_job(cfg.with_total_steps(100), tmp_path)
     assert result["metrics"]["mask_iou"] >= 0.8, result["metrics"]

@@ -55,11 +55,16 @@ def test_quick_preset_has_the_two_annealed_stages():
     assert latent.representation.position_lr < pixel.representation.position_lr
 
 
-def test_stabledreamer_quick_converges_on_the_reference_prior(tmp_path):
-    cfg = apply_overrides(presets.get("stabledreamer-quick"), {
+def stabledreamer_config():
+    return apply_overrides(presets.get("stabledreamer-quick"), {
         "output.preview_every": 0, "output.snapshot_every": 0, "output.checkpoint_every": 0,
         "output.turntable_frames": 0, "representation.init_count": 800, "representation.densify_every": 0,
         "camera.views": 2, "camera.resolution": 32})
+
+
+@pytest.mark.work(config=stabledreamer_config, steps=100)
+def test_stabledreamer_quick_converges_on_the_reference_prior(tmp_path):
+    cfg = stabledreamer_config()
     events = []
     result = run_job(cfg.with_total_steps(100), tmp_path, emit=events.append)
     assert {e["stage_name"] for e in events if e["type"] == "progress"} == {"pixel", "latent"}

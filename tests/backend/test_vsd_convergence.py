@@ -14,11 +14,16 @@ pytestmark = pytest.mark.slow
 BUDGET = {"steps": 150, "views": 2}
 
 
-@pytest.mark.parametrize("preset", ["prolificdreamer-quick", "esd-quick"])
-def test_converges_to_the_prompt_shape(preset, tmp_path):
-    cfg = apply_overrides(presets.get(preset), {
+def job_config(preset):
+    return apply_overrides(presets.get(preset), {
         "prompt": "a blue mug", "seed": 0, "camera.views": BUDGET["views"], "output.preview_every": 0,
         "output.snapshot_every": 0, "output.checkpoint_every": 0, "output.turntable_frames": 0})
+
+
+@pytest.mark.work(config=job_config, steps=BUDGET["steps"])
+@pytest.mark.parametrize("preset", ["prolificdreamer-quick", "esd-quick"])
+def test_converges_to_the_prompt_shape(preset, tmp_path):
+    cfg = job_config(preset)
     events = []
     result = run_job(cfg.with_total_steps(BUDGET["steps"]), tmp_path, emit=events.append, resume=False)
     m = result["metrics"]

@@ -99,9 +99,11 @@ SITECUSTOMIZE = textwrap.dedent('''
 class Server:
     """One `distillery serve` process for a data dir; restartable on the same port."""
 
-    def __init__(self, data_dir: Path, faults: bool = False, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, faults: bool = False, env: dict[str, str] | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.extra_env = env or {}
+        self.extra_args = list(extra_args)
         self.token_file = data_dir / "token"
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.faults = faults
@@ -122,7 +124,8 @@ class Server:
             conn.unlink()
         log = open(self.log_path, "ab")  # noqa: SIM115 - the server's stderr for the whole run
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backend", "serve", "--data-dir", str(self.data_dir), "--port", str(self.port)],
+            [sys.executable, "-m", "backend", "serve", "--data-dir", str(self.data_dir), "--port", str(self.port),
+             *self.extra_args],
             cwd=ROOT, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + timeout

@@ -50,6 +50,8 @@ FAKE_WORKER = textwrap.dedent('''
         ev(type="status", state="running", message="stage main from step 0")
         if seed == 1:
             os._exit(3)  # a crash
+        if seed == 5:
+            os.kill(os.getpid(), 9)  # killed, as the kernel's out-of-memory killer does
         if seed == 2:
             time.sleep(3600)  # a step that never returns, cancel or not
         step = 0
@@ -132,7 +134,7 @@ def test_an_unacknowledged_cancel_kills_the_worker_after_the_deadline(tmp_path, 
     async def main():
         mgr = await started(tmp_path)
         hung, after = submit(mgr, 2), submit(mgr, 0)
-        await until(lambda: mgr.health()["running"] == hung)
+        await until(lambda: mgr.health()["busy"] and state(mgr, hung) == "running")
         await asyncio.sleep(0.2)
         t0 = time.monotonic()
         mgr.cancel(hung)
@@ -205,6 +207,36 @@ def test_long_poll_wakes_on_the_next_event_and_returns_empty_after_the_wait(tmp_
         t0 = time.monotonic()
         assert await mgr.events(job, mgr.store.last_seq(job), 10.0) == []  # ended: no waiting
         assert time.monotonic() - t0 < 1
+        await mgr.stop()
+
+    run(main())
+
+
+def test_a_job_killed_while_memory_ran_out_fails_at_once_instead_of_being_retried(tmp_path, monkeypatch):
+    monkeypatch.setattr(manager_module, "_memory_nearly_exhausted", lambda: True)
+
+    async def main():
+        mgr = await started(tmp_path)
+        bad, good = submit(mgr, 5), submit(mgr, 0)
+        await until(lambda: state(mgr, good) == "succeeded")
+        job = mgr.get(bad)
+        assert job["state"] == "failed" and job["attempt"] == 1 and job["error"]["code"] == "OUT_OF_MEMORY"
+        assert "camera.resolution (now 16)" in job["error"]["hint"]
+        assert mgr.health()["busy"] is False
+        await mgr.stop()
+
+    run(main())
+
+
+def test_without_memory_pressure_a_killed_job_is_still_retried(tmp_path, monkeypatch):
+    monkeypatch.setattr(manager_module, "_memory_nearly_exhausted", lambda: False)
+
+    async def main():
+        mgr = await started(tmp_path)
+        bad = submit(mgr, 5)
+        await until(lambda: state(mgr, bad) == "failed")
+        job = mgr.get(bad)
+        assert job["crashes"] == 2 and job["error"]["code"] == "WORKER_CRASHED"
         await mgr.stop()
 
     run(main())

@@ -74,3 +74,29 @@ def test_every_authenticated_operation_is_401_without_the_token(api_schema, api_
 
     failures = [run_operation(op, check, 5) for op in operations(api_schema)]
     assert not [f for f in failures if f], "\n\n".join(f for f in failures if f)
+
+
+ODD_VALUES = [10**400, -(10**309), "\ud800", "x\udfff", "\u00b2", ["x"], {"a": 1}, 1.7e308]
+ODD_KEYS = ["seed", "stages.0.steps", "prompt", "prior.name", "method.name", "stages.\u00b2.steps",
+            "bo\udc00gus", "camera.resolution"]
+
+
+def test_odd_json_in_generated_job_requests_never_gets_a_5xx_or_a_traceback(api_schema, api_server):
+    """Schema-generated job requests with one field replaced by an awkward JSON value (a 400-digit integer, a
+    lone surrogate, another script's digit, a container where a name belongs)."""
+    from hypothesis import strategies as st
+
+    headers = {"Authorization": f"Bearer {api_server.token}"}
+    submit = next(o for o in operations(api_schema) if o.method.upper() == "POST" and o.path == "/v1/jobs")
+
+    @given(case=submit.as_strategy(), key=st.sampled_from(ODD_KEYS), value=st.sampled_from(ODD_VALUES))
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def run(case, key, value):
+        body = dict(case.body) if isinstance(case.body, dict) else {}
+        body[key] = value
+        case.body = body
+        response = case.call(base_url=api_server.url, headers=headers, timeout=60)
+        assert response.status_code < 500, (key, response.status_code, response.text[:300])
+        assert "Traceback" not in response.text
+
+    run()
