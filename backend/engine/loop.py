@@ -134,9 +134,12 @@ class Stage:
 
 
 def run_job(cfg: JobConfig, out_dir: Path, emit: Emit | None = None, should_cancel: Callable[[], bool] | None = None,
-            job_id: str = "", resume: bool = True, timings: Timings | None = None) -> dict[str, Any]:
+            job_id: str = "", resume: bool = True, timings: Timings | None = None,
+            prior_cache: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every stage of `cfg`, writing artifacts under `out_dir`; returns the result (also result.json).
-    Resumes from the newest complete checkpoint in `out_dir/checkpoints` when `resume` is set."""
+    Resumes from the newest complete checkpoint in `out_dir/checkpoints` when `resume` is set. `prior_cache`, a
+    dict the caller keeps between jobs (a batch worker), holds loaded priors so their weights load once per
+    process; None loads them for this job only."""
     emit = emit or (lambda e: None)
     should_cancel = should_cancel or (lambda: False)
     timings = timings or Timings()
@@ -159,8 +162,8 @@ def run_job(cfg: JobConfig, out_dir: Path, emit: Emit | None = None, should_canc
         if ckpt_meta and ckpt_meta["stage"] > index:
             offset += stage_cfg.steps  # finished before the checkpoint; its result is in the checkpoint
             continue
-        stage = _build_stage(cfg, index, stage_cfg, offset, device, rep, priors, cam_gen, noise_gen, init_gen,
-                             timings, ckpt_state if ckpt_meta and ckpt_meta["stage"] == index else None)
+        stage = _build_stage(cfg, index, stage_cfg, offset, device, rep, priors, prior_cache, cam_gen, noise_gen,
+                             init_gen, timings, ckpt_state if ckpt_meta and ckpt_meta["stage"] == index else None)
         start = 0
         state = "running"
         if ckpt_meta and ckpt_meta["stage"] == index:
@@ -180,12 +183,22 @@ def run_job(cfg: JobConfig, out_dir: Path, emit: Emit | None = None, should_canc
 
 
 def _build_stage(cfg: JobConfig, index: int, sc: StageConfig, offset: int, device: torch.device, rep: Any,
-                 priors: dict, cam_gen: torch.Generator, noise_gen: torch.Generator, init_gen: torch.Generator,
-                 timings: Timings, ckpt_state: dict | None) -> Stage:
+                 priors: dict, prior_cache: dict | None, cam_gen: torch.Generator, noise_gen: torch.Generator,
+                 init_gen: torch.Generator, timings: Timings, ckpt_state: dict | None) -> Stage:
     key = json.dumps(to_dict(sc.prior), sort_keys=True)
     if key not in priors:  # stages that share a prior share its loaded weights
-        priors[key] = registry.resolve(registry.PRIORS, sc.prior.name)(sc.prior, device)
+        # A prior whose UNet carries this job's LoRA (single-model VSD) is never shared with another job.
+        cache = prior_cache if not getattr(sc.method, "share_prior_unet", False) else None
+        cache_key = f"{device}|{key}"
+        if cache is not None and cache_key in cache:
+            priors[key] = cache[cache_key]
+            if hasattr(priors[key], "generator"):  # as a freshly loaded prior: results do not depend on job order
+                priors[key].generator.manual_seed(0)
+        else:
+            priors[key] = registry.resolve(registry.PRIORS, sc.prior.name)(sc.prior, device)
         priors[key].prepare(cfg.prompt, cfg.negative_prompt)
+        if cache is not None:
+            cache[cache_key] = priors[key]
     prior = TimedPrior(priors[key], timings)
     method = registry.resolve(registry.METHODS, sc.method.name)(sc.method, prior, sc.steps, noise_gen)
     if _nonzero_weight(sc.adversarial.weight):
