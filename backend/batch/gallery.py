@@ -55,7 +55,7 @@ def _card(row: dict[str, Any]) -> str:
         images = []
         for role, alt in (("turntable", "turntable"), ("preview", "preview")):
             if row.get(role):
-                images.append(f'<img loading=lazy src="{e(row[role])}" alt="{alt} of {e(row["prompt"])}">')
+                images.append(f'<img class={role} loading=lazy src="{e(row[role])}" alt="{alt} of {e(row["prompt"])}">')
         figures = ""
         if row.get("mask_iou") is not None:
             figures = (f'<div class=fig>PSNR {_fmt(row.get("psnr"), 2)} dB · IoU {_fmt(row["mask_iou"], 3)} · '
@@ -79,13 +79,14 @@ h1{font-size:20px;margin:0 0 8px}
 .summary td,.summary th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}
 .summary td:first-child,.summary th:first-child{text-align:left}
 .filters{margin:8px 0 12px}.filters label{margin-right:16px;font-size:14px}
-.grid{display:flex;flex-wrap:wrap;gap:10px}
+.grid{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
 .card{background:#fff;border:1px solid #ccc;border-radius:6px;padding:8px;width:300px}
 .title{font-weight:600}.sub,.meta,.fig,.links{font-size:12px;color:#555;margin-top:3px}
-.imgs{display:flex;gap:4px;margin-top:6px}.imgs img{width:146px;height:auto;image-rendering:pixelated;
-background:#fff;border:1px solid #eee}
+.imgs{display:flex;flex-direction:column;align-items:center;gap:4px;margin-top:6px}
+.imgs img{height:auto;background:#fff;border:1px solid #eee}.imgs img.turntable{width:200px}
+.imgs img.preview{width:284px}
 .st.ok{color:#17791b}.st.failed{color:#b00020;font-weight:600}
-.error{color:#b00020;font-size:13px;margin-top:6px;word-break:break-word}
+.error{color:#b00020;font-size:13px;margin-top:6px;word-break:break-word;max-height:9em;overflow:auto}
 #selftest-result{white-space:pre-wrap;font-size:11px}
 """
 
