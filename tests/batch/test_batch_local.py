@@ -154,3 +154,22 @@ def test_ctrl_c_stops_cleanly_and_keeps_checkpoints(tmp_path, warm_references):
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert list(ckpts.glob("ckpt-*/_SUCCESS"))  # kept for the rerun
     assert (out / "results.jsonl").read_text() == ""  # no row for a job that did not finish
+
+
+def test_a_kept_prior_gives_the_same_result_as_a_fresh_one(tmp_path, warm_references):
+    """A worker keeps its loaded prior for the next job: the next job's asset is what a fresh process makes."""
+    from backend.batch.plan import build_config
+    from backend.engine.loop import run_job
+
+    tiny = ["stages.0.steps=6", "stages.0.camera.views=1", "stages.0.camera.resolution=32",
+            "stages.0.representation.init_count=200", "output.preview_every=0", "output.snapshot_every=0",
+            "output.checkpoint_every=0", "output.turntable_frames=0", "output.evaluate=false"]
+    duck = build_config("a red duck", PRESET, 3, tiny)
+    run_job(duck, tmp_path / "fresh", resume=False)
+    cache: dict = {}
+    run_job(build_config("a blue mug", PRESET, 0, tiny), tmp_path / "first", resume=False, prior_cache=cache)
+    assert len(cache) == 1
+    kept = next(iter(cache.values()))
+    run_job(duck, tmp_path / "kept", resume=False, prior_cache=cache)
+    assert next(iter(cache.values())) is kept  # the same loaded prior served the second job
+    assert (tmp_path / "kept" / "asset.ply").read_bytes() == (tmp_path / "fresh" / "asset.ply").read_bytes()
