@@ -20,7 +20,7 @@ from pathlib import Path
 
 PROMPTS = ["a blue mug", "a red duck", "a green car", "a yellow fish"]
 PRESET = "gaussian-sds-quick"
-SETTINGS = ["stages.0.steps=60", "stages.0.camera.views=2", "stages.0.representation.init_count=500",
+SETTINGS = ["stages.0.steps=30", "stages.0.camera.views=2", "stages.0.representation.init_count=500",
             "output.preview_every=0", "output.snapshot_every=0", "output.turntable_frames=8",
             "output.preview_resolution=64"]
 

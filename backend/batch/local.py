@@ -3,8 +3,9 @@
 A `ProcessPoolExecutor` of N spawned workers; each keeps its loaded priors between jobs (job.PRIOR_CACHE) and
 uses cpu_count / N torch threads, or one GPU each when jobs need one. Workers ignore SIGINT: on Ctrl-C the
 driver sets the shared cancel event and every running job stops at its next step (its checkpoints stay for the
-rerun). A worker that dies (killed, out of memory) breaks the pool: the pool is rebuilt and the jobs that were
-running are retried, resuming from their checkpoints, up to `max_retries` times each.
+rerun); a worker whose driver was killed stops the same way. A worker that dies (killed, out of memory) breaks
+the pool: the pool is rebuilt and the jobs that were running are retried, resuming from their checkpoints, up to
+`max_retries` times each.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from backend.batch.plan import JobSpec
 CANCEL_GRACE_S = 120.0  # how long Ctrl-C waits for running jobs to reach their next step
 
 _cancel: Any = None
+_parent = 0
 
 
 def _init_worker(cancel_event: Any, threads: int, gpus: list[int], counter: Any) -> None:
-    global _cancel
+    global _cancel, _parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _cancel = cancel_event
+    _parent = os.getppid()
     if gpus:  # one GPU per worker, before anything initialises CUDA
         with counter.get_lock():
             index = counter.value
@@ -41,8 +44,13 @@ def _init_worker(cancel_event: Any, threads: int, gpus: list[int], counter: Any)
     torch.set_num_threads(threads)
 
 
+def _should_stop() -> bool:
+    """Ctrl-C in the driver, or the driver is gone (killed): stop at the next step, checkpoints stay."""
+    return _cancel.is_set() or os.getppid() != _parent
+
+
 def _run(spec_json: dict[str, Any], root: str, token: str) -> dict[str, Any]:
-    return job.run_one(spec_json, root, "local", token, should_cancel=_cancel.is_set)
+    return job.run_one(spec_json, root, "local", token, should_cancel=_should_stop)
 
 
 class LocalRunner:
