@@ -105,16 +105,16 @@ def run_batch(opts: BatchOptions, runner: Any = None) -> BatchSummary:
     interrupted = False
     counts = {"ok": 0, "failed": 0}
     if todo:
-        runner.start()
-        log(f"distillery batch: {len(plan)} jobs ({len(prompts)} prompts x {len(opts.presets)} presets x seeds), "
-            f"{skipped} already done, {len(todo)} to run on {runner.label} -> {root}")
-        for spec in todo:
-            runner.submit(spec)
         bar = tqdm(total=len(plan), initial=skipped, unit="job", dynamic_ncols=True, disable=opts.quiet,
                    file=sys.stderr)
         started: set[str] = set()
         last_scan = 0.0
         try:
+            runner.start()
+            log(f"distillery batch: {len(plan)} jobs ({len(prompts)} prompts x {len(opts.presets)} presets x "
+                f"seeds), {skipped} already done, {len(todo)} to run on {runner.label} -> {root}")
+            for spec in todo:
+                runner.submit(spec)
             while runner.pending():
                 for spec, row in runner.wait(1.0):
                     started.discard(spec.key)

@@ -90,7 +90,11 @@ class RayRunner:
         if not self._actor_queue:
             return []
         if not self._actors:
-            count = self.workers or int(ray.cluster_resources().get("GPU", 0))
+            gpus = int(ray.cluster_resources().get("GPU", 0))
+            if self.actor_resources.get("num_gpus"):  # never more actors than GPUs: the rest would wait forever
+                count = min(self.workers or gpus, gpus)
+            else:
+                count = self.workers or 1
             if count < 1:
                 failed = [(s, job.failed_row(s, "NO_GPU: the preset needs a GPU and the Ray cluster has none "
                                                 "(add GPU nodes, or run the preset's -quick variant)", "ray", 0.0))

@@ -1,6 +1,10 @@
 """Shared pieces of the batch tests: short jobs of the quick preset, and reference sets rendered once."""
 
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -32,3 +36,15 @@ def write_prompts(path: Path, prompts: list[str]) -> Path:
 def read_rows(out: Path) -> dict[str, dict]:
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     return {r["prompt"]: r for r in rows}
+
+
+def kill_after_first_checkpoint(folder: Path, killed: dict, stop: threading.Event) -> None:
+    """SIGKILL the process running the job (its pid is in runner.json) once it has written a checkpoint."""
+    while not stop.is_set():
+        info = folder / "runner.json"
+        if info.is_file() and list((folder / "checkpoints").glob("ckpt-*/_SUCCESS")):
+            pid = json.loads(info.read_text())["pid"]
+            os.kill(pid, signal.SIGKILL)
+            killed["pid"] = pid
+            return
+        time.sleep(0.05)

@@ -8,13 +8,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from backend.batch.plan import BatchInputError, parse_seeds, plan_jobs, read_prompts
-from tests.batch.conftest import PRESET, SETTINGS, read_rows, write_prompts
+from tests.batch.conftest import PRESET, SETTINGS, kill_after_first_checkpoint, read_rows, write_prompts
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -135,6 +136,24 @@ def test_gallery_in_headless_chromium(local_batch, tmp_path):
     shot = tmp_path / "shot.png"
     headless(url, tmp_path, f"--screenshot={shot}", "--window-size=1000,700")
     assert shot.is_file() and shot.stat().st_size > 5000
+
+
+def test_local_worker_killed_mid_job_is_retried_and_resumes(tmp_path, warm_references):
+    prompts = write_prompts(tmp_path / "prompts.txt", ["a blue mug"])
+    out = tmp_path / "out"
+    killed: dict = {}
+    stop = threading.Event()
+    threading.Thread(target=kill_after_first_checkpoint, args=(out / f"a-blue-mug-{PRESET}-s0", killed, stop),
+                     daemon=True).start()
+    try:
+        r = run_cli(batch_cmd(prompts, out, "--workers", "1", "--set", "stages.0.steps=40"))
+    finally:
+        stop.set()
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "pid" in killed, "the job finished before a checkpoint was seen"
+    row = read_rows(out)["a blue mug"]
+    assert row["status"] == "ok" and row["resumed_from"] is not None and row["resumed_from"] >= 5
+    assert (out / row["asset"]).is_file() and row["steps"] == 40
 
 
 def test_ctrl_c_stops_cleanly_and_keeps_checkpoints(tmp_path, warm_references):

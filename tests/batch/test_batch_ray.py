@@ -3,11 +3,9 @@ local_mode). A worker killed mid-job (the task is retried and resumes from its c
 row says why, the others finish), the rerun skip, and the actor path that keeps the prior loaded between jobs."""
 
 import os
-import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -15,23 +13,9 @@ import ray
 
 from backend.batch.driver import BatchOptions, run_batch
 from backend.batch.ray_runner import RayRunner
-from tests.batch.conftest import PRESET, SETTINGS, read_rows, write_prompts
+from tests.batch.conftest import PRESET, SETTINGS, kill_after_first_checkpoint, read_rows, write_prompts
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _kill_after_first_checkpoint(folder: Path, killed: dict, stop: threading.Event) -> None:
-    """SIGKILL the process running the job (its pid is in runner.json) once it has written a checkpoint."""
-    while not stop.is_set():
-        info = folder / "runner.json"
-        if info.is_file() and list((folder / "checkpoints").glob("ckpt-*/_SUCCESS")):
-            import json
-
-            pid = json.loads(info.read_text())["pid"]
-            os.kill(pid, signal.SIGKILL)
-            killed["pid"] = pid
-            return
-        time.sleep(0.05)
 
 
 def test_cli_ray_local_worker_killed_mid_job_is_retried_and_resumes(tmp_path, warm_references):
@@ -45,7 +29,7 @@ def test_cli_ray_local_worker_killed_mid_job_is_retried_and_resumes(tmp_path, wa
         cmd += ["--set", s]
     killed: dict = {}
     stop = threading.Event()
-    killer = threading.Thread(target=_kill_after_first_checkpoint,
+    killer = threading.Thread(target=kill_after_first_checkpoint,
                               args=(out / f"a-blue-mug-{PRESET}-s0", killed, stop), daemon=True)
     killer.start()
     try:
