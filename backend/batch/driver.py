@@ -1,5 +1,5 @@
 """run_batch: plan the jobs, skip those already done, run the rest on a runner, keep results.jsonl and
-index.html current after every job, one progress bar over all jobs."""
+index.html current while jobs finish, one progress bar over all jobs."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from backend.batch.plan import JobSpec, parse_seeds, plan_jobs, read_prompts
 from backend.batch.results import ResultsTable
 
 RUNNING_SCAN_S = 2.0  # how often the progress bar re-reads which in-flight jobs have started
+# results.jsonl and index.html are rewritten whole, at most this often (and at the end): with thousands of jobs a
+# rewrite per job would grow quadratically. A row lost with a killed driver is recovered from the job's folder.
+SAVE_EVERY_S = 2.0
 
 
 @dataclass
@@ -108,7 +111,8 @@ def run_batch(opts: BatchOptions, runner: Any = None) -> BatchSummary:
         bar = tqdm(total=len(plan), initial=skipped, unit="job", dynamic_ncols=True, disable=opts.quiet,
                    file=sys.stderr)
         started: set[str] = set()
-        last_scan = 0.0
+        last_scan = last_save = 0.0
+        dirty = False
         try:
             runner.start()
             log(f"distillery batch: {len(plan)} jobs ({len(prompts)} prompts x {len(opts.presets)} presets x "
@@ -122,10 +126,13 @@ def run_batch(opts: BatchOptions, runner: Any = None) -> BatchSummary:
                         continue
                     table.put(row)
                     counts["ok" if row["status"] == "ok" else "failed"] += 1
-                    save()
+                    dirty = True
                     bar.update(1)
                     if row["status"] != "ok" and not opts.quiet:
                         bar.write(f"failed: {spec.folder}: {row['error']}", file=sys.stderr)
+                if dirty and time.monotonic() - last_save > SAVE_EVERY_S:
+                    save()
+                    dirty, last_save = False, time.monotonic()
                 if time.monotonic() - last_scan > RUNNING_SCAN_S:
                     last_scan = time.monotonic()
                     started = {s.key for s in runner.in_flight()

@@ -1,4 +1,4 @@
-"""DIR/results.jsonl: one JSON row per job, in plan order, rewritten whole and atomically after each job.
+"""DIR/results.jsonl: one JSON row per job, in plan order, rewritten whole and atomically as jobs finish.
 
 Only the driver writes it (workers return their rows), so on shared storage there is one writer. A row is the
 job's newest outcome: a failed row is replaced when a rerun retries the job. Rows of jobs outside the current
