@@ -2,7 +2,8 @@
 
 Runs the real CLI (`distillery batch`) on the same small set of quick jobs for each (runner, workers), each into a
 fresh folder, and prints the wall time, jobs per hour, the median seconds per job (from results.jsonl) and the
-1 -> 2 worker ratio. The reference sets are rendered once beforehand so no run pays for them.
+1 -> 2 worker ratio, with the machine's 1-minute load average before and after each run (other work on a
+shared machine takes CPU from the workers). The reference sets are rendered once beforehand so no run pays for them.
 
     nice -n 10 .venv/bin/python scripts/batch_throughput.py --out /tmp/throughput
 """
@@ -49,14 +50,19 @@ def main() -> None:
                 cmd += ["--ray", "local", "--no-dashboard"]
             for s in SETTINGS:
                 cmd += ["--set", s]
+            load0 = os.getloadavg()[0]
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
             wall = time.perf_counter() - t0
+            load1 = os.getloadavg()[0]
             results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
             secs = [r["seconds"] for r in results if r["status"] == "ok"]
             row = {"runner": runner, "workers": workers, "jobs": len(results), "ok": len(secs),
                    "wall_s": round(wall, 1), "jobs_per_hour": round(3600 * len(secs) / wall, 1),
-                   "median_job_s": round(statistics.median(secs), 1)}
+                   "median_job_s": round(statistics.median(secs), 1),
+                   "median_job_cpu_s": round(statistics.median([r["cpu_seconds"] for r in results
+                                                                if r.get("cpu_seconds")]), 1),
+                   "load_before_after": [round(load0, 1), round(load1, 1)]}
             rows.append(row)
             print(json.dumps(row), flush=True)
     for runner in args.runners.split(","):

@@ -61,7 +61,8 @@ def claim_folder(folder: Path, spec: JobSpec) -> bool:
 
 
 def row_from_result(spec: JobSpec, result: dict[str, Any], runner: str, seconds: float,
-                    resumed_from: int | None = None, prior_loaded: bool | None = None) -> dict[str, Any]:
+                    resumed_from: int | None = None, prior_loaded: bool | None = None,
+                    cpu_seconds: float | None = None) -> dict[str, Any]:
     """A results.jsonl row of a finished job; paths are relative to the batch root (the gallery's links)."""
     arts = result.get("artifacts", {})
     metrics = result.get("metrics") or {}
@@ -72,6 +73,7 @@ def row_from_result(spec: JobSpec, result: dict[str, Any], runner: str, seconds:
     return {
         "key": spec.key, "prompt": spec.prompt, "preset": spec.preset, "seed": spec.seed, "status": "ok",
         "error": None, "seconds": round(seconds, 2), "runner": runner,
+        "cpu_seconds": None if cpu_seconds is None else round(cpu_seconds, 2),
         "psnr": metrics.get("psnr"), "mask_iou": metrics.get("mask_iou"), "view_accuracy": metrics.get("view_accuracy"),
         "asset": path("asset"), "preview": path("preview"), "turntable": path("turntable"),
         "folder": spec.folder, "steps": result.get("steps"), "kind": result.get("kind"),
@@ -83,7 +85,7 @@ def row_from_result(spec: JobSpec, result: dict[str, Any], runner: str, seconds:
 def failed_row(spec: JobSpec, error: str, runner: str, seconds: float) -> dict[str, Any]:
     return {
         "key": spec.key, "prompt": spec.prompt, "preset": spec.preset, "seed": spec.seed, "status": "failed",
-        "error": error, "seconds": round(seconds, 2), "runner": runner,
+        "error": error, "seconds": round(seconds, 2), "runner": runner, "cpu_seconds": None,
         "psnr": None, "mask_iou": None, "view_accuracy": None, "asset": None, "preview": None, "turntable": None,
         "folder": spec.folder, "steps": None, "kind": None, "resumed_from": None, "prior_loaded": None,
         "config_hash": spec.config_hash, "settings": list(spec.overrides), "finished": round(time.time(), 1),
@@ -137,7 +139,7 @@ def run_one(spec_json: dict[str, Any], root: str, runner: str, token: str,
 
     spec = JobSpec.from_json(spec_json)
     folder = Path(root) / spec.folder
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     try:
         resume = claim_folder(folder, spec)
         _write_json(folder / "runner.json", {"pid": os.getpid(), "host": socket.gethostname(), "runner": runner,
@@ -160,7 +162,8 @@ def run_one(spec_json: dict[str, Any], root: str, runner: str, token: str,
         resumed_from = None
         if first_status.get("state") == "resumed":
             resumed_from = int(first_status["message"].rsplit(" ", 1)[-1])
-        return row_from_result(spec, result, runner, time.perf_counter() - t0, resumed_from, prior_loaded)
+        return row_from_result(spec, result, runner, time.perf_counter() - t0, resumed_from, prior_loaded,
+                               time.process_time() - cpu0)
     except Cancelled:
         return {"key": spec.key, "status": CANCELLED}
     except Exception as exc:

@@ -5,7 +5,8 @@ job's newest outcome: a failed row is replaced when a rerun retries the job. Row
 plan (an earlier command with other prompts into the same DIR) are kept.
 
 Row fields: key, prompt, preset, seed, status ("ok" | "failed"), error ("CODE: message" or null), seconds (wall
-time of the attempt that finished), runner ("local" or "ray:<host>"), psnr, mask_iou, view_accuracy (null where
+time of the attempt that finished), runner ("local" or "ray:<host>"), cpu_seconds (CPU time of that attempt's
+process, all threads), psnr, mask_iou, view_accuracy (null where
 the prior cannot evaluate the prompt), asset, preview, turntable (paths relative to DIR, null when not made),
 folder, steps, kind, resumed_from (the checkpoint step a retried job resumed from, else null), prior_loaded
 (whether this job loaded the prior's weights or found them loaded in its worker), config_hash, settings (the
