@@ -22,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def batch_cmd(prompts: Path, out: Path, *extra: str) -> list[str]:
     cmd = [sys.executable, "-m", "backend", "batch", str(prompts), "--presets", PRESET, "--seeds", "0",
-           "--out", str(out), "--quiet", *extra]
+           "--out", str(out), "--quiet"]
     for s in SETTINGS:
         cmd += ["--set", s]
-    return cmd
+    return cmd + list(extra)  # after SETTINGS: a later --set of the same key wins
 
 
 def run_cli(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -159,7 +159,7 @@ def test_local_worker_killed_mid_job_is_retried_and_resumes(tmp_path, warm_refer
 def test_ctrl_c_stops_cleanly_and_keeps_checkpoints(tmp_path, warm_references):
     prompts = write_prompts(tmp_path / "prompts.txt", ["a red duck"])
     out = tmp_path / "out"
-    cmd = batch_cmd(prompts, out, "--workers", "1", "--set", "stages.0.steps=400")
+    cmd = batch_cmd(prompts, out, "--workers", "1", "--set", "stages.0.steps=200")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     ckpts = out / f"a-red-duck-{PRESET}-s0" / "checkpoints"
