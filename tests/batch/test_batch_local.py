@@ -146,7 +146,7 @@ def test_local_worker_killed_mid_job_is_retried_and_resumes(tmp_path, warm_refer
     threading.Thread(target=kill_after_first_checkpoint, args=(out / f"a-blue-mug-{PRESET}-s0", killed, stop),
                      daemon=True).start()
     try:
-        r = run_cli(batch_cmd(prompts, out, "--workers", "1", "--set", "stages.0.steps=40"))
+        r = run_cli(batch_cmd(prompts, out, "--workers", "2", "--set", "stages.0.steps=40"))  # 1 thread each
     finally:
         stop.set()
     assert r.returncode == 0, r.stderr[-3000:]
@@ -159,7 +159,7 @@ def test_local_worker_killed_mid_job_is_retried_and_resumes(tmp_path, warm_refer
 def test_ctrl_c_stops_cleanly_and_keeps_checkpoints(tmp_path, warm_references):
     prompts = write_prompts(tmp_path / "prompts.txt", ["a red duck"])
     out = tmp_path / "out"
-    cmd = batch_cmd(prompts, out, "--workers", "1", "--set", "stages.0.steps=200")
+    cmd = batch_cmd(prompts, out, "--workers", "2", "--set", "stages.0.steps=200")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     ckpts = out / f"a-red-duck-{PRESET}-s0" / "checkpoints"
