@@ -96,7 +96,7 @@ class RayRunner:
             else:
                 count = self.workers or 1
             if count < 1:
-                failed = [(s, job.failed_row(s, "NO_GPU: the preset needs a GPU and the Ray cluster has none "
+                failed = [(s, job.failed_row(s, "INVALID_CONFIG: the preset needs a GPU and the Ray cluster has none "
                                                 "(add GPU nodes, or run the preset's -quick variant)", "ray", 0.0))
                           for s in self._actor_queue]
                 self._actor_queue.clear()
