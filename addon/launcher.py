@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -26,11 +27,12 @@ LOG_LINES = 200
 
 
 class LaunchError(RuntimeError):
-    """A backend that cannot be started; `hint` says what to do."""
+    """A backend that cannot be started; `hint` says what to do, `code` names its fix (addon/failures.py)."""
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", code: str = "BACKEND_EXITED") -> None:
         super().__init__(message)
         self.hint = hint
+        self.code = code
 
 
 def embedded_root(addon_dir: Path = ADDON_DIR) -> Path:
@@ -89,10 +91,66 @@ def check_interpreter(python: str) -> None:
     """Raise LaunchError unless `python` is an existing file (the cheap check; the backend reports the rest)."""
     if not python:
         raise LaunchError("no backend Python interpreter is set",
-                          "choose one in the add-on preferences, or install the managed environment")
+                          "choose one in the add-on preferences, or install the managed environment",
+                          "BACKEND_NO_INTERPRETER")
     if not Path(python).is_file():
         raise LaunchError(f"the backend interpreter {python} does not exist",
-                          "choose an existing Python in the add-on preferences")
+                          "choose an existing Python in the add-on preferences", "BACKEND_NO_INTERPRETER")
+
+
+_NO_MODULE = re.compile(r"No module named '?([A-Za-z0-9_.]+)'?")
+
+
+def diagnose(log_lines: list[str], python: str, exit_code: int | None) -> LaunchError:
+    """Why a launched backend exited, from the end of its log: a missing package ("No module named
+    'torch'") gets its own code and cause; anything else is "exited with code N" with the log's last line."""
+    for line in reversed(log_lines):
+        m = _NO_MODULE.search(line)
+        if m:
+            module = m.group(1).split(".")[0]
+            return LaunchError(f"No module named '{module}' in {python}",
+                               "install the backend (managed environment) or pick a Python that has its "
+                               "packages", "BACKEND_MISSING_PACKAGE")
+    last = next((ln.strip() for ln in reversed(log_lines) if ln.strip()), "")
+    message = f"the backend exited with code {exit_code}" + (f": {last}" if last else "")
+    return LaunchError(message, "open the log for the whole error", "BACKEND_EXITED")
+
+
+def _dist_name(requirement: str) -> str:
+    m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+    return re.sub(r"[-_.]+", "_", m.group(1)).lower() if m else ""
+
+
+def site_packages(venv_dir: Path) -> list[Path]:
+    venv_dir = Path(venv_dir)
+    if os.name == "nt":
+        return [venv_dir / "Lib" / "site-packages"]
+    return sorted(venv_dir.glob("lib/python3*/site-packages"))
+
+
+def missing_packages(venv_dir: Path, root: Path | None = None) -> list[str]:
+    """The backend requirements with no installed distribution in the managed environment (by their
+    `*.dist-info` folders, no subprocess: the panel calls this while drawing). Empty when complete."""
+    wanted = {_dist_name(r): r for r in requirements(root)}
+    wanted.pop("", None)
+    have: set[str] = set()
+    for sp in site_packages(venv_dir):
+        for info in sp.glob("*.dist-info"):
+            have.add(_dist_name(info.name[: -len(".dist-info")].rsplit("-", 1)[0]))
+    return sorted(name for name in wanted if name not in have)
+
+
+def check_managed(venv_dir: Path, root: Path | None = None) -> None:
+    """Raise LaunchError unless the managed environment has its python AND every backend package (a
+    half-made environment, e.g. an interrupted install, is not "installed")."""
+    if not venv_python(venv_dir).is_file():
+        raise LaunchError("the managed environment is not installed", "press Install Backend",
+                          "BACKEND_NOT_INSTALLED")
+    missing = missing_packages(venv_dir, root)
+    if missing:
+        raise LaunchError(f"the managed environment lacks {', '.join(missing[:4])}"
+                          + (f" and {len(missing) - 4} more" if len(missing) > 4 else ""),
+                          "install the backend again", "BACKEND_INCOMPLETE")
 
 
 class BackendProcess:
@@ -107,6 +165,7 @@ class BackendProcess:
         if spec.token_file.exists():
             spec.token_file.unlink()  # a stale token must not be mistaken for the new server's
         self._log = open(spec.log_file, "ab")  # noqa: SIM115 - closed in stop()
+        self._log_start = self._log.tell()  # this run's lines start here (the file keeps earlier runs)
         kwargs: dict = {}
         if os.name == "nt":
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
@@ -124,7 +183,8 @@ class BackendProcess:
         return self.proc.poll()
 
     def log_tail(self, lines: int = 20) -> list[str]:
-        return read_tail(self.spec.log_file, lines)
+        """The last lines THIS process wrote (an earlier run's error is never taken for this one's)."""
+        return read_tail(self.spec.log_file, lines, start=self._log_start)
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout` s. Blocking: call it from a worker thread."""
@@ -148,11 +208,12 @@ class BackendProcess:
                 self.proc.send_signal(signal.SIGTERM)
 
 
-def read_tail(path: Path, lines: int) -> list[str]:
+def read_tail(path: Path, lines: int, start: int = 0) -> list[str]:
+    """The last `lines` lines of a log file (of its last 16 KiB), from byte `start` on."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 16384))
+            f.seek(max(start, f.tell() - 16384))
             return f.read().decode("utf-8", errors="replace").splitlines()[-lines:]
     except OSError:
         return []

@@ -10,10 +10,10 @@ import os
 import random
 
 import bpy
-from bpy.props import EnumProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import display, launcher, preferences, properties, request, runtime, scene_sync
+from . import display, failures, launcher, preferences, properties, reducer, request, runtime, scene_sync
 from .client import ply as plyio
 
 
@@ -34,34 +34,37 @@ class DISTILLERY_OT_generate(bpy.types.Operator):
         if rt is None:
             return {"CANCELLED"}
         s = context.scene.distillery
-        if rt.view.state != "alive":
+        config = placement = None
+        if properties.presets():  # check the panel now; before the presets are known, once they arrive
+            try:
+                config, placement = s.to_request(context)
+            except request.RequestError as exc:
+                runtime.write_view(s, reducer.reduce(reducer.JobView(), runtime.request_failure(exc)))
+                self.report({"ERROR"}, str(exc))
+                return {"CANCELLED"}
+        if rt.view.state == "alive" and config is not None:
+            rt.submit(context.scene.name, config, placement)
+            runtime.write_view(s, reducer.JobView(state="submitting", message="submitting"))
+            return {"FINISHED"}
+        # Not ready: start the backend if it is not starting, and send the job once it answers (the pump).
+        if rt.view.state != "starting":
             p = preferences.prefs(context)
-            if p is not None and p.auto_start and rt.view.state in ("stopped", "dead", "unresponsive"):
-                try:
-                    preferences.start_backend(context)
-                except (launcher.LaunchError, RuntimeError) as exc:
-                    self._fail(s, "BACKEND_NOT_INSTALLED", str(exc), getattr(exc, "hint", ""))
-                    return {"CANCELLED"}
-            self.report({"WARNING"}, "The backend is starting; press Generate again when it is ready")
-            s.job_message = "waiting for the backend to start"
-            return {"CANCELLED"}
-        try:
-            config, placement = s.to_request(context)
-        except request.RequestError as exc:
-            self._fail(s, "INVALID_CONFIG", str(exc), f"fix the setting '{exc.field}'")
-            return {"CANCELLED"}
-        rt.submit(context.scene.name, config, placement)
-        s.job_state = "submitting"
-        s.job_message = "submitting"
-        s.job_progress = 0.0
-        s.job_step = s.job_steps = 0
-        s.job_loss = ""
-        s.job_error_code = s.job_error_message = s.job_error_hint = ""
+            if p is None or not p.auto_start:
+                runtime.write_view(s, reducer.reduce(reducer.JobView(), {
+                    "type": "submit_failed", "code": "BACKEND_NOT_RUNNING", "message": "the backend is not running"}))
+                return {"CANCELLED"}
+            try:
+                preferences.start_backend(context)
+            except (launcher.LaunchError, RuntimeError) as exc:
+                runtime.write_view(s, reducer.reduce(reducer.JobView(), {
+                    "type": "submit_failed", "code": getattr(exc, "code", "BACKEND_NOT_INSTALLED"),
+                    "message": str(exc), "hint": getattr(exc, "hint", "")}))
+                self.report({"ERROR"}, str(exc))
+                return {"CANCELLED"}
+        rt.pending_submit = {"scene": context.scene.name, "config": config, "placement": placement}
+        runtime.write_view(s, reducer.reduce(reducer.JobView(), {
+            "type": "waiting", "message": "starting the backend; the job is sent when it is ready"}))
         return {"FINISHED"}
-
-    def _fail(self, s, code: str, message: str, hint: str) -> None:
-        s.job_error_code, s.job_error_message, s.job_error_hint = code, message, hint
-        self.report({"ERROR"}, message)
 
 
 class DISTILLERY_OT_cancel(bpy.types.Operator):
@@ -73,15 +76,19 @@ class DISTILLERY_OT_cancel(bpy.types.Operator):
     def execute(self, context):
         rt = _rt(self)
         s = context.scene.distillery
-        if rt is None or not s.job_id:
+        if rt is None:
             return {"CANCELLED"}
-        try:
-            rt.cancel(s.job_id)
-        except RuntimeError as exc:
-            self.report({"ERROR"}, str(exc))
+        if s.job_state == "waiting":  # not sent yet: forget it
+            rt.pending_submit = None
+            runtime.write_view(s, reducer.JobView(message="not sent: cancelled"))
+            return {"FINISHED"}
+        if not s.job_id:
             return {"CANCELLED"}
-        s.job_state = "cancelling"
-        s.job_message = "cancelling"
+        if rt.cancel(s.job_id, backend_alive=rt.view.state == "alive"):
+            runtime.dispatch(context.scene, s.job_id, {"type": "status", "state": "cancelling"})
+        else:
+            runtime.dispatch(context.scene, s.job_id, {"type": "cancel_deferred"})
+            self.report({"WARNING"}, "The backend is down: the cancel is sent when it is back")
         return {"FINISHED"}
 
 
@@ -165,12 +172,17 @@ class DISTILLERY_OT_venv_install(bpy.types.Operator):
     bl_idname = "distillery.venv_install"
     bl_label = "Install Backend Packages"
 
+    use_managed: BoolProperty(name="Use it", default=False,
+                              description="Switch the preferences to the managed environment first")
+
     def execute(self, context):
         rt = _rt(self)
         p = preferences.prefs(context)
         if rt is None or p is None:
             return {"CANCELLED"}
-        if not bpy.app.online_access and "--find-links" not in p.pip_args and "--no-index" not in p.pip_args:
+        if self.use_managed:
+            p.mode = "MANAGED"
+        if not preferences.online_access() and "--find-links" not in p.pip_args and "--no-index" not in p.pip_args:
             self.report({"ERROR"}, "Online access is off (Preferences > System > Network); or give pip "
                                    "--no-index --find-links to a folder of wheels")
             return {"CANCELLED"}
@@ -183,6 +195,42 @@ class DISTILLERY_OT_venv_install(bpy.types.Operator):
             return {"CANCELLED"}
         rt.installer = launcher.Installer(steps, preferences.venv_dir(), preferences.user_dir() / "install.log")
         rt.installer.start()
+        return {"FINISHED"}
+
+
+class DISTILLERY_OT_download_model(bpy.types.Operator):
+    """Download the missing model with the backend's own command (`distillery models download NAME`), in the
+    background, into the model cache; then run the job again"""
+
+    bl_idname = "distillery.download_model"
+    bl_label = "Download Model"
+
+    model: StringProperty(name="Model", description="Short name or Hugging Face id (default: the one the error names)")
+
+    def execute(self, context):
+        rt = _rt(self)
+        p = preferences.prefs(context)
+        s = context.scene.distillery
+        if rt is None or p is None:
+            return {"CANCELLED"}
+        name = (self.model or failures.model_name_from_hint(s.job_error_hint)
+                or failures.model_name_from_hint(s.job_error_message))  # "... distillery models download NAME"
+        if not name:
+            self.report({"ERROR"}, "The error names no model; see 'distillery models' for the list")
+            return {"CANCELLED"}
+        if not preferences.online_access():
+            self.report({"ERROR"}, "Online access is off (Preferences > System > Network): turn it on to download")
+            return {"CANCELLED"}
+        if rt.installer is not None and rt.installer.state == "running":
+            return {"CANCELLED"}
+        try:
+            step = preferences.download_step(p, name)
+        except (launcher.LaunchError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        rt.installer = launcher.Installer([step], preferences.venv_dir(), preferences.user_dir() / "install.log")
+        rt.installer.start()
+        s.job_message = f"downloading {name}; press Generate when it is done"
         return {"FINISHED"}
 
 
@@ -234,8 +282,19 @@ class DISTILLERY_OT_fix(bpy.types.Operator):
         ("LOWER_RESOLUTION", "Lower resolution", "Halve the render resolution and the Gaussian cap, then retry"),
         ("NEW_SEED", "New seed", "Try another random seed"),
         ("RETRY", "Retry", "Submit the same settings again"),
+        ("RESET_FIELD", "Reset setting", "Put the setting at fault back to the preset's default"),
+        ("NO_CAMERA_FRONT", "Cursor front", "Turn off 'Front from camera' and retry"),
+        ("CLEAR_SEED", "Clear seed shape", "Start from the preset's own initialisation and retry"),
         ("CLEAR", "Dismiss", "Hide this message"),
     ])
+
+    @classmethod
+    def description(cls, context, props):
+        return {"LOWER_RESOLUTION": "Halve the render resolution and the Gaussian cap, then retry",
+                "NEW_SEED": "Try another random seed", "RETRY": "Submit the same settings again",
+                "RESET_FIELD": "Put the setting at fault back to the preset's default",
+                "NO_CAMERA_FRONT": "Turn off 'Front from camera' and retry",
+                "CLEAR_SEED": "Clear the seed shape and retry", "CLEAR": "Hide this message"}[props.action]
 
     def execute(self, context):
         s = context.scene.distillery
@@ -243,27 +302,60 @@ class DISTILLERY_OT_fix(bpy.types.Operator):
             self._lower(context)
         elif self.action == "NEW_SEED":
             s.seed = random.randrange(0, 2**31 - 1)
-        s.job_error_code = s.job_error_message = s.job_error_hint = ""
-        if self.action == "CLEAR":
+        elif self.action == "RESET_FIELD":
+            self._reset_field(context, s.job_error_field)
+        elif self.action == "NO_CAMERA_FRONT":
+            s.use_camera_front = False
+        elif self.action == "CLEAR_SEED":
+            s.seed_object = None
+        s.job_error_code = s.job_error_message = s.job_error_hint = s.job_error_field = ""
+        if self.action in ("CLEAR", "RESET_FIELD"):
             if not s.job_running:
                 s.job_state = ""
             return {"FINISHED"}
         return bpy.ops.distillery.generate()
 
-    def _lower(self, context) -> None:
+    @staticmethod
+    def _reset_field(context, key: str) -> None:
         s = context.scene.distillery
-        preset = properties.find_preset(s.preset)
         group = properties.preset_values(context.scene, s.preset)
-        if preset is None or group is None:
-            return
-        for setting in preset["settings"]:
-            key = setting["key"]
-            ident = properties.setting_ident(s.preset, key)
-            if ident is None:
-                continue
-            if key.endswith(".camera.resolution") or key.endswith(".representation.max_count"):
-                lo = int(setting.get("lo") or 1)
-                setattr(group, ident, max(lo, getattr(group, ident) // 2))
+        ident = properties.setting_ident(s.preset, key)
+        if group is not None and ident is not None:
+            group.property_unset(ident)
+        elif key in request.FAMILIES:
+            setattr(s, key, "")
+
+    def _lower(self, context) -> None:
+        group = properties.preset_values(context.scene, context.scene.distillery.preset)
+        for ident, _key, _old, new in lower_plan(context):
+            setattr(group, ident, new)
+
+
+def lower_plan(context) -> list[tuple[str, str, int, int]]:
+    """(property, setting key, value now, value after) of what "Lower Resolution" halves: each stage's render
+    resolution and Gaussian cap, never below the setting's minimum."""
+    s = context.scene.distillery
+    preset = properties.find_preset(s.preset)
+    group = properties.preset_values(context.scene, s.preset)
+    if preset is None or group is None:
+        return []
+    out = []
+    for setting in preset["settings"]:
+        key = setting["key"]
+        ident = properties.setting_ident(s.preset, key)
+        if ident is None:
+            continue
+        if key.endswith(".camera.resolution") or key.endswith(".representation.max_count"):
+            lo = int(setting.get("lo") or 1)
+            now = getattr(group, ident)
+            if max(lo, now // 2) != now:
+                out.append((ident, key, now, max(lo, now // 2)))
+    return out
+
+
+def lowered_settings(context) -> str:
+    """The settings "Lower Resolution" changes, named for the fix-it box: "stages.0.camera.resolution 64 -> 32"."""
+    return ", ".join(f"{key} {now} -> {new}" for _i, key, now, new in lower_plan(context))
 
 
 class DISTILLERY_OT_history_action(bpy.types.Operator):
@@ -297,7 +389,7 @@ class DISTILLERY_OT_history_action(bpy.types.Operator):
         job_id = item.job_id
         try:
             if self.action == "REIMPORT":
-                rt.reimport(job_id, context.scene.name)
+                rt.reimport(job_id, context.scene.name, item.kind or "gaussians")
             elif self.action == "CONTINUE":
                 if item.state in runtime.TERMINAL:
                     if rt.session is None:
@@ -365,7 +457,7 @@ class DISTILLERY_OT_import_ply(bpy.types.Operator, ImportHelper):
         if not os.path.isfile(self.filepath):
             self.report({"ERROR"}, f"{self.filepath}: no such file")
             return {"CANCELLED"}
-        rt.import_ply(self.filepath, context.scene.name)  # read in a thread; the pump adds the object
+        rt.import_ply(self.filepath, context.scene.name, scene_sync.read_import)  # a thread reads; the pump adds
         context.scene.distillery.job_message = f"importing {os.path.basename(self.filepath)}"
         self.report({"INFO"}, f"Importing {os.path.basename(self.filepath)} in the background")
         return {"FINISHED"}
@@ -423,7 +515,7 @@ def _menu_export(self, context):
 CLASSES = (
     DISTILLERY_OT_generate, DISTILLERY_OT_cancel, DISTILLERY_OT_backend_start, DISTILLERY_OT_backend_stop,
     DISTILLERY_OT_backend_restart, DISTILLERY_OT_show_log, DISTILLERY_OT_open_preferences,
-    DISTILLERY_OT_venv_install, DISTILLERY_OT_venv_cancel, DISTILLERY_OT_refresh_presets,
+    DISTILLERY_OT_venv_install, DISTILLERY_OT_venv_cancel, DISTILLERY_OT_download_model, DISTILLERY_OT_refresh_presets,
     DISTILLERY_OT_reset_settings, DISTILLERY_OT_fix, DISTILLERY_OT_history_action, DISTILLERY_OT_use_selected,
     DISTILLERY_OT_import_ply, DISTILLERY_OT_export_ply, DISTILLERY_OT_splat_settings,
 )

@@ -5,66 +5,72 @@ Every known problem gets a fix-it box with the button that fixes it (`problems()
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import bpy
 
-from . import display, launcher, preferences, properties, request, runtime, scene_sync
+from . import display, failures, launcher, operators, preferences, properties, request, runtime, scene_sync
+
+Problem = failures.Problem
+_MANAGED_CHECK: dict[str, tuple[float, str, str]] = {}  # venv -> (site-packages mtime, code, message)
 
 
-@dataclass
-class Problem:
-    title: str
-    detail: str
-    operator: str
-    button: str
-    icon: str = "ERROR"
-    props: dict = field(default_factory=dict)
+def _managed_problem(venv: Path) -> tuple[str, str]:
+    """(code, message) of a managed environment that cannot start the backend, ("", "") when it can. Cached
+    by the site-packages folder's modification time: the panel draws often."""
+    sites = launcher.site_packages(venv)
+    stamp = max([p.stat().st_mtime for p in sites if p.exists()] + [0.0])
+    cached = _MANAGED_CHECK.get(str(venv))
+    if cached is not None and cached[0] == stamp and stamp:
+        return cached[1], cached[2]
+    try:
+        launcher.check_managed(venv)
+        out = ("", "")
+    except launcher.LaunchError as exc:
+        out = (exc.code, str(exc))
+    _MANAGED_CHECK[str(venv)] = (stamp, *out)
+    return out
 
 
-ERROR_FIXES = {
-    "MODEL_MISSING": ("Model missing", "distillery.open_preferences", "Model Cache Settings", {}),
-    "CUDA_OOM": ("Out of GPU memory", "distillery.fix", "Lower Resolution and Retry", {"action": "LOWER_RESOLUTION"}),
-    "UNKNOWN_PROMPT": ("Prompt not known to this prior", "distillery.fix", "Dismiss", {"action": "CLEAR"}),
-    "INVALID_CONFIG": ("Invalid setting", "distillery.reset_settings", "Reset Settings", {}),
-    "DIVERGED": ("The optimisation diverged", "distillery.fix", "Retry with a New Seed", {"action": "NEW_SEED"}),
-    "WORKER_CRASHED": ("The backend worker crashed", "distillery.backend_restart", "Restart Backend", {}),
-    "BACKEND_NOT_INSTALLED": ("Backend not installed", "distillery.open_preferences", "Backend Preferences", {}),
-    "CANCELLED": ("Cancelled", "distillery.fix", "Dismiss", {"action": "CLEAR"}),
-}
+def backend_problem(rt, p) -> Problem | None:
+    """The backend's fix-it box, or None when it is ready (or starting)."""
+    if rt is None or p is None or rt.view.state in ("alive", "starting", "stopping"):
+        return None
+    v = rt.view
+    if p.mode == "LAUNCH" and not (p.python_path and Path(bpy.path.abspath(p.python_path)).is_file()):
+        return failures.problem_for("BACKEND_NO_INTERPRETER", "Choose the backend's Python interpreter, or "
+                                    "install the backend into the managed environment")
+    if p.mode == "MANAGED":
+        code, message = _managed_problem(preferences.venv_dir())
+        if code:
+            return failures.problem_for(code, message)
+    if v.state in ("dead", "unresponsive"):
+        code = v.code or ("BACKEND_UNRESPONSIVE" if v.state == "unresponsive" else "BACKEND_EXITED")
+        return failures.problem_for(code, v.message, v.hint)
+    prob = failures.problem_for("BACKEND_NOT_RUNNING")
+    prob.icon = "INFO"
+    return prob
 
 
 def problems(context) -> list[Problem]:
-    """Every problem the panel should show now, each with its fix."""
+    """Every problem the panel should show now, each with its cause (one line) and the actions that fix it."""
     out: list[Problem] = []
     rt = runtime.RUNTIME
     p = preferences.prefs(context)
     s = context.scene.distillery
-    if rt is not None and p is not None and rt.view.state != "alive":
-        v = rt.view
-        missing = None
-        if p.mode == "LAUNCH" and not (p.python_path and Path(bpy.path.abspath(p.python_path)).is_file()):
-            missing = "Choose the backend's Python interpreter, or use the managed environment"
-        if p.mode == "MANAGED" and not launcher.venv_python(preferences.venv_dir()).is_file():
-            out.append(Problem("Backend not installed", "Install its packages into the managed environment",
-                               "distillery.venv_install", "Install Backend"))
-        elif missing:
-            out.append(Problem("Backend not installed", missing, "distillery.open_preferences", "Backend Preferences"))
-        elif v.state in ("dead", "unresponsive"):
-            title = "Backend not responding" if v.state == "unresponsive" else "Backend stopped"
-            out.append(Problem(title, v.message, "distillery.backend_restart", "Restart Backend"))
-        elif v.state == "stopped":
-            out.append(Problem("Backend not running", "Start it to generate", "distillery.backend_start",
-                               "Start Backend", icon="INFO"))
+    backend = backend_problem(rt, p)
+    if backend is not None:
+        out.append(backend)
     mismatch = protocol_mismatch(rt)
     if mismatch:
-        out.append(Problem("Backend version differs", mismatch, "distillery.backend_restart", "Restart Backend"))
-    if s.job_error_code:
-        title, op, button, props = ERROR_FIXES.get(
-            s.job_error_code, ("Job failed", "distillery.fix", "Retry", {"action": "RETRY"}))
-        detail = s.job_error_message + (f" {s.job_error_hint}" if s.job_error_hint else "")
-        out.append(Problem(title, detail, op, button, props=props))
+        out.append(failures.problem_for("PROTOCOL_MISMATCH", mismatch))
+    if s.job_error_code and s.job_error_code != (backend.code if backend else ""):
+        prob = failures.problem_for(s.job_error_code, s.job_error_message, s.job_error_hint, s.job_error_field)
+        if s.job_error_code == "CUDA_OOM":
+            lowered = operators.lowered_settings(context)
+            if lowered:
+                prob.cause = f"{prob.cause}; the fix lowers {lowered}"
+        out.append(prob)
     return out
 
 
@@ -95,6 +101,26 @@ def _wrap(layout, text: str, width: int = 48) -> None:
         col.label(text=line)
 
 
+def draw_problem(box, prob: Problem) -> None:
+    """A fix-it box: title, the cause in one line, the hint (e.g. a download command), the fixing buttons."""
+    box.label(text=prob.title, icon=prob.icon)
+    box.label(text=prob.cause)
+    if prob.hint:
+        box.label(text=prob.hint, icon="INFO")
+    row = box.row(align=True)
+    for action in prob.actions:
+        op = row.operator(action.operator, text=action.button)
+        for k, v in action.props:
+            setattr(op, k, v)
+
+
+def _field_row(layout, s, name: str):
+    """A column whose widgets are drawn red when `name` is the field at fault."""
+    col = layout.column(align=True)
+    col.alert = s.job_error_field == name
+    return col
+
+
 def _eta(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}h{seconds % 3600 // 60:02d}"
@@ -115,22 +141,22 @@ class DISTILLERY_PT_main(bpy.types.Panel):
         if rt is not None and rt.view.state == "alive":
             row.label(text=f"Backend ready{_queue_text(rt)}", icon="CHECKMARK")
         else:
-            preferences.draw_backend_status(row.column(), rt)
+            preferences.draw_backend_status(row.column(), rt, brief=True)
         row.operator("distillery.open_preferences", text="", icon="PREFERENCES")
         for prob in problems(context):
-            box = layout.box()
-            box.label(text=prob.title, icon=prob.icon)
-            if prob.detail:
-                _wrap(box, prob.detail)
-            op = box.operator(prob.operator, text=prob.button)
-            for k, v in prob.props.items():
-                setattr(op, k, v)
+            draw_problem(layout.box(), prob)
+        snap = rt.installer.snapshot() if rt is not None and rt.installer is not None else None
+        if snap and snap["state"] == "running":  # an install or a model download started from a fix-it box
+            row = layout.row(align=True)
+            row.progress(text=snap["message"], factor=snap["progress"], type="BAR")
+            row.operator("distillery.venv_cancel", text="", icon="CANCEL")
 
         col = layout.column()
+        sub = _field_row(col, s, "prompt")
         if bpy.app.version >= (4, 1, 0):
-            col.prop(s, "prompt", text="", icon="FONT_DATA", placeholder="Prompt, e.g. a blue mug")
+            sub.prop(s, "prompt", text="", icon="FONT_DATA", placeholder="Prompt, e.g. a blue mug")
         else:
-            col.prop(s, "prompt", text="", icon="FONT_DATA")
+            sub.prop(s, "prompt", text="", icon="FONT_DATA")
         col.prop(s, "negative_prompt", text="Negative")
         col.prop(s, "preset_enum", text="Preset")
         preset = properties.find_preset(s.preset)
@@ -143,8 +169,8 @@ class DISTILLERY_PT_main(bpy.types.Panel):
         row = col.row(align=True)
         row.prop(s, "steps")
         row.prop(s, "seed")
-        col.prop(s, "use_camera_front")
-        row = col.row(align=True)
+        _field_row(col, s, "front from camera").prop(s, "use_camera_front")
+        row = _field_row(col, s, "seed shape").row(align=True)
         row.prop(s, "seed_object")
         row.operator("distillery.use_selected", text="", icon="EYEDROPPER")
         if s.seed_object is not None:
@@ -200,7 +226,9 @@ class DISTILLERY_PT_settings(bpy.types.Panel):
         for x in basic:
             self._row(col, group, preset, x, switched)
         layout.prop(s, "show_advanced", icon="TRIA_DOWN" if s.show_advanced else "TRIA_RIGHT", emboss=False)
-        if s.show_advanced:
+        if not s.show_advanced:
+            advanced = [x for x in advanced if x["key"] == s.job_error_field]  # the setting at fault stays visible
+        if advanced:
             section = None
             box = None
             for x in advanced:
@@ -220,7 +248,9 @@ class DISTILLERY_PT_settings(bpy.types.Panel):
             return  # that section now uses another kind's defaults
         ident = properties.setting_ident(preset["name"], x["key"])
         if ident:
-            layout.prop(group, ident)
+            row = layout.row()
+            row.alert = bpy.context.scene.distillery.job_error_field == x["key"]  # the setting at fault
+            row.prop(group, ident)
 
 
 class DISTILLERY_PT_display(bpy.types.Panel):
@@ -266,7 +296,7 @@ class DISTILLERY_UL_jobs(bpy.types.UIList):
                 "queued": "SORTTIME"}.get(item.state, "DOT")
         row = layout.row()
         row.label(text=item.prompt or item.job_id[:8], icon=icon)
-        detail = f"{item.count}" if item.count else ""
+        detail = (f"{item.count} verts" if item.kind == "mesh" else f"{item.count}") if item.count else ""
         if item.state not in runtime.TERMINAL and item.steps:
             detail = f"{item.step}/{item.steps}"
         row.label(text=detail)

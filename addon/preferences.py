@@ -69,8 +69,31 @@ def start_backend(context) -> None:
         rt.link.connect(p.url, bpy.path.abspath(p.token_file) if p.token_file else "")
         return
     spec = launch_spec(p)
-    launcher.check_interpreter(spec.python)
+    try:
+        if p.mode == "MANAGED":
+            launcher.check_managed(venv_dir())  # a half-made environment is not "installed"
+        launcher.check_interpreter(spec.python)
+    except launcher.LaunchError as exc:
+        v = rt.view  # main thread: the panel shows the cause and its fix at once
+        v.state, v.message, v.hint, v.code = "dead", str(exc), exc.hint, exc.code
+        raise
     rt.link.launch(spec, startup_timeout=p.startup_timeout)
+
+
+def online_access() -> bool:
+    """Blender's "Allow Online Access" (tests replace this function; module mode has it off)."""
+    return bool(getattr(bpy.app, "online_access", True))
+
+
+def download_step(p, model: str) -> launcher.Step:
+    """The backend's own download command for `model`, run with the backend's interpreter and environment
+    (so HF_HOME is the model cache the backend reads)."""
+    if p.mode == "CONNECT":
+        raise launcher.LaunchError(f"the backend runs elsewhere: run `distillery models download {model}` there")
+    spec = launch_spec(p)
+    launcher.check_interpreter(spec.python)
+    return launcher.Step(f"Download {model}", [spec.python, "-m", "backend", "models", "download", model],
+                         spec.environment())
 
 
 class DISTILLERY_AP_preferences(bpy.types.AddonPreferences):
@@ -132,7 +155,7 @@ class DISTILLERY_AP_preferences(bpy.types.AddonPreferences):
 
     def _draw_managed(self, col, rt) -> None:
         col.label(text=f"Environment: {venv_dir()}")
-        installed = launcher.venv_python(venv_dir()).is_file()
+        installed = not launcher.missing_packages(venv_dir()) and launcher.venv_python(venv_dir()).is_file()
         row = col.row()
         row.prop(self, "torch_variant")
         row.prop(self, "base_python")
@@ -157,8 +180,9 @@ class DISTILLERY_AP_preferences(bpy.types.AddonPreferences):
                     logbox.label(text=line[:160])
 
 
-def draw_backend_status(layout, rt, full: bool = False) -> None:
-    """Backend state, and with `full` its versions, devices and renderers (from /v1/health)."""
+def draw_backend_status(layout, rt, full: bool = False, brief: bool = False) -> None:
+    """Backend state, and with `full` its versions, devices and renderers (from /v1/health). `brief`: the
+    state line only (the panel's fix-it box states the cause)."""
     if rt is None:
         layout.label(text="Add-on not registered", icon="ERROR")
         return
@@ -167,6 +191,8 @@ def draw_backend_status(layout, rt, full: bool = False) -> None:
             "dead": "ERROR", "stopped": "RADIOBUT_OFF"}.get(v.state, "INFO")
     where = f" at {v.base_url}" if v.base_url and v.state != "stopped" else ""
     layout.label(text=f"Backend {v.state}{where}", icon=icon)
+    if brief:
+        return
     if v.message and v.state != "alive":
         layout.label(text=v.message)
     if v.hint and v.state != "alive":

@@ -2,8 +2,9 @@
 state becomes a job request.
 
 The settings of each preset (with the backend's defaults, ranges and help) come from `/v1/presets` at run
-time, so they are registered dynamically: one PropertyGroup per preset, held by `Scene.distillery_values`.
-Their values are ID properties of the scene, so they survive re-registration and file reloads. A setting the
+time, so they are registered dynamically: one PropertyGroup per preset, held by `Scene.distillery.values` (the
+add-on's ONE Scene pointer is `Scene.distillery`; what was registered is kept in one object, `REG`). Their
+values are ID properties of the scene, so they survive re-registration and file reloads. A setting the
 user has not touched keeps the preset's exact default (Blender floats are single precision; defaults are not
 round-tripped through them).
 """
@@ -11,6 +12,7 @@ round-tripped through them).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 import bpy
 import numpy as np
@@ -25,26 +27,35 @@ from bpy.props import (
     StringProperty,
 )
 
-from . import request, runtime, scene_sync
+from . import reducer, request, runtime, scene_sync
 from .client import convert
 
 DEFAULT_PRESET = "gaussian-sds-quick"
 PRESET_CHOICE = "PRESET"  # enum stand-in for "the preset's own" (an empty enum identifier is a separator)
 INT32 = 2**31 - 1
 
-_PRESETS: list[dict] = []  # the newest /v1/presets answer
-_IDENTS: dict[str, dict[str, str]] = {}  # preset -> setting key -> property identifier
-_GROUP_ATTR: dict[str, str] = {}  # preset -> attribute of the values container
-_DYNAMIC: list[type] = []  # registered dynamic classes, container last
-_ENUM_ITEMS: dict[str, list] = {}  # enum item lists must outlive the callbacks that return them
+
+
+@dataclass
+class PresetRegistry:
+    """The module's only state: what the newest /v1/presets answer registered (rebuilt by sync_presets)."""
+
+    presets: list[dict] = field(default_factory=list)  # the newest /v1/presets answer
+    idents: dict[str, dict[str, str]] = field(default_factory=dict)  # preset -> setting key -> property name
+    group_attr: dict[str, str] = field(default_factory=dict)  # preset -> attribute of Scene.distillery.values
+    dynamic: list[type] = field(default_factory=list)  # registered dynamic classes, container last
+    enum_items: dict[str, list] = field(default_factory=dict)  # must outlive the callbacks that return them
+
+
+REG = PresetRegistry()
 
 
 def presets() -> list[dict]:
-    return _PRESETS
+    return REG.presets
 
 
 def find_preset(name: str) -> dict | None:
-    for p in _PRESETS:
+    for p in REG.presets:
         if p["name"] == name:
             return p
     return None
@@ -106,16 +117,15 @@ def _prop_for(s: dict, multi_stage: bool):
 
 def sync_presets(preset_list: list[dict]) -> None:
     """(Re-)register one settings group per preset from a /v1/presets answer (main thread; the pump calls it)."""
-    global _PRESETS
-    if preset_list == _PRESETS and _DYNAMIC:
+    if preset_list == REG.presets and REG.dynamic:
         return
     _unregister_dynamic()
-    _PRESETS = list(preset_list)
-    _IDENTS.clear()
-    _GROUP_ATTR.clear()
+    REG.presets = list(preset_list)
+    REG.idents.clear()
+    REG.group_attr.clear()
     container_ann = {}
     used_attrs: set[str] = set()
-    for i, p in enumerate(_PRESETS):
+    for i, p in enumerate(REG.presets):
         multi = request.stage_count(p["settings"]) > 1
         used: set[str] = set()
         ann, idents = {}, {}
@@ -125,35 +135,35 @@ def sync_presets(preset_list: list[dict]) -> None:
             ann[ident] = _prop_for(s, multi)
         cls = type(f"DISTILLERY_PG_preset_{i}", (bpy.types.PropertyGroup,), {"__annotations__": ann})
         bpy.utils.register_class(cls)
-        _DYNAMIC.append(cls)
+        REG.dynamic.append(cls)
         attr = _ident("p_" + p["name"], used_attrs)
-        _IDENTS[p["name"]] = idents
-        _GROUP_ATTR[p["name"]] = attr
+        REG.idents[p["name"]] = idents
+        REG.group_attr[p["name"]] = attr
         container_ann[attr] = PointerProperty(type=cls)
     container = type("DISTILLERY_PG_values", (bpy.types.PropertyGroup,), {"__annotations__": container_ann})
     bpy.utils.register_class(container)
-    _DYNAMIC.append(container)
-    bpy.types.Scene.distillery_values = PointerProperty(type=container)
+    REG.dynamic.append(container)
+    DISTILLERY_PG_settings.values = PointerProperty(type=container)
 
 
 def _unregister_dynamic() -> None:
-    if hasattr(bpy.types.Scene, "distillery_values"):
-        del bpy.types.Scene.distillery_values
-    for cls in reversed(_DYNAMIC):
+    if REG.dynamic:
+        del DISTILLERY_PG_settings.values
+    for cls in reversed(REG.dynamic):
         bpy.utils.unregister_class(cls)
-    _DYNAMIC.clear()
+    REG.dynamic.clear()
 
 
 def preset_values(scene: bpy.types.Scene, preset_name: str):
     """The settings group of `preset_name` in `scene`, or None before the presets are known."""
-    attr = _GROUP_ATTR.get(preset_name)
-    if attr is None or not hasattr(scene, "distillery_values"):
+    attr = REG.group_attr.get(preset_name)
+    if attr is None or not REG.dynamic:
         return None
-    return getattr(scene.distillery_values, attr)
+    return getattr(scene.distillery.values, attr)
 
 
 def setting_ident(preset_name: str, key: str) -> str | None:
-    return _IDENTS.get(preset_name, {}).get(key)
+    return REG.idents.get(preset_name, {}).get(key)
 
 
 def changed_values(scene: bpy.types.Scene, preset: dict) -> dict:
@@ -163,7 +173,7 @@ def changed_values(scene: bpy.types.Scene, preset: dict) -> dict:
         return {}
     out = {}
     for s in request.editable_settings(preset):
-        ident = _IDENTS[preset["name"]].get(s["key"])
+        ident = REG.idents[preset["name"]].get(s["key"])
         if ident is None or not group.is_property_set(ident):
             continue
         v = getattr(group, ident)
@@ -183,7 +193,7 @@ def changed_values(scene: bpy.types.Scene, preset: dict) -> dict:
 def reset_values(scene: bpy.types.Scene, preset_name: str) -> None:
     group = preset_values(scene, preset_name)
     if group is not None:
-        for ident in _IDENTS.get(preset_name, {}).values():
+        for ident in REG.idents.get(preset_name, {}).values():
             group.property_unset(ident)
 
 
@@ -191,15 +201,15 @@ def reset_values(scene: bpy.types.Scene, preset_name: str) -> None:
 
 
 def _preset_items(self, context):
-    items = [(p["name"], p["name"], p.get("summary", ""), "", i) for i, p in enumerate(_PRESETS)]
+    items = [(p["name"], p["name"], p.get("summary", ""), "", i) for i, p in enumerate(REG.presets)]
     if not items:
         items = [(DEFAULT_PRESET, DEFAULT_PRESET, "Start the backend to list its presets", "", 0)]
-    _ENUM_ITEMS["preset"] = items
+    REG.enum_items["preset"] = items
     return items
 
 
 def _get_preset(self) -> int:
-    items = _ENUM_ITEMS.get("preset") or _preset_items(self, None)
+    items = REG.enum_items.get("preset") or _preset_items(self, None)
     for item in items:
         if item[0] == self.preset:
             return item[4]
@@ -207,7 +217,7 @@ def _get_preset(self) -> int:
 
 
 def _set_preset(self, value: int) -> None:
-    items = _ENUM_ITEMS.get("preset") or _preset_items(self, None)
+    items = REG.enum_items.get("preset") or _preset_items(self, None)
     for item in items:
         if item[4] == value:
             self.preset = item[0]
@@ -220,17 +230,17 @@ def _family_enum(family: str):
         out = [(PRESET_CHOICE, f"Preset ({default or 'per stage'})", f"The {family} the preset uses", "", 0)]
         for i, name in enumerate(request.family_choices(p, family) if p else []):
             out.append((name, name, f"Use the {name} {family} in every stage (with its own defaults)", "", i + 1))
-        _ENUM_ITEMS[family] = out
+        REG.enum_items[family] = out
         return out
 
     def get(self) -> int:
-        for item in _ENUM_ITEMS.get(family) or items(self, None):
+        for item in REG.enum_items.get(family) or items(self, None):
             if item[0] == (getattr(self, family) or PRESET_CHOICE):
                 return item[4]
         return 0
 
     def set_(self, value: int) -> None:
-        for item in _ENUM_ITEMS.get(family) or items(self, None):
+        for item in REG.enum_items.get(family) or items(self, None):
             if item[4] == value:
                 setattr(self, family, "" if item[0] == PRESET_CHOICE else item[0])
 
@@ -255,7 +265,8 @@ class DISTILLERY_PG_job(bpy.types.PropertyGroup):
     created: FloatProperty(name="Created")
     step: IntProperty(name="Step")
     steps: IntProperty(name="Steps")
-    count: IntProperty(name="Gaussians")
+    count: IntProperty(name="Count", description="Gaussians, or mesh vertices")
+    kind: StringProperty(name="Kind", description="gaussians or mesh")
     object_name: StringProperty(name="Object")
     error_code: StringProperty(name="Error")
     request_json: StringProperty(name="Request")
@@ -299,22 +310,25 @@ class DISTILLERY_PG_settings(bpy.types.PropertyGroup):
     job_error_code: StringProperty(name="Error")
     job_error_message: StringProperty(name="Error message")
     job_error_hint: StringProperty(name="Hint")
+    job_error_field: StringProperty(name="Field at fault", description="The panel field or setting to highlight")
+    job_kind: StringProperty(name="Kind", description="gaussians or mesh")
+    job_count: IntProperty(name="Count", description="Gaussians, or mesh vertices, of the final asset")
     history: CollectionProperty(type=DISTILLERY_PG_job)
     history_index: IntProperty(name="Job", default=0)
 
     @property
     def job_running(self) -> bool:
-        return self.job_state in ("submitting", "queued", "running", "resumed", "cancelling")
+        return self.job_state in reducer.RUNNING
 
     def to_request(self, context) -> tuple[dict, dict]:
         """(JobConfig dict, placement) from the panel: the ONE place UI state becomes a job request.
 
         placement: where the result goes (location, rotation about Z so its front faces the active camera,
         scale of a seeded shape, object name). Raises request.RequestError naming the field."""
-        scene = context.scene
+        scene = self.id_data  # the scene that owns these settings (the pump may build it for another scene)
         preset = find_preset(self.preset)
         if preset is None:
-            raise request.RequestError("preset", f"unknown preset {self.preset!r}" if _PRESETS else
+            raise request.RequestError("preset", f"unknown preset {self.preset!r}" if REG.presets else
                                        "the presets are not loaded yet: start the backend")
         depsgraph = context.evaluated_depsgraph_get()  # up-to-date matrices of the camera and the seed
         cursor = np.array(scene.cursor.location, dtype=np.float64)
@@ -372,12 +386,11 @@ def register() -> None:
 
 
 def unregister() -> None:
-    global _PRESETS
     _unregister_dynamic()
-    _PRESETS = []
-    _IDENTS.clear()
-    _GROUP_ATTR.clear()
-    _ENUM_ITEMS.clear()
+    REG.presets = []
+    REG.idents.clear()
+    REG.group_attr.clear()
+    REG.enum_items.clear()
     if hasattr(bpy.types.Scene, "distillery"):
         del bpy.types.Scene.distillery
     for cls in reversed(CLASSES):

@@ -1,457 +1,41 @@
-"""The one timer pump, and the threads that feed it.
+"""The one timer pump: applies what the link's threads posted to the scene, on Blender's main thread.
 
-Threads (a backend link's health monitor, one reader per watched job, short-lived workers for submit, cancel,
-delete and downloads, the venv installer) never touch `bpy`: they decode, validate and post plain messages.
-Reliable events go on a queue that never drops; decoded geometry goes into a one-slot mailbox per job that a
-newer snapshot overwrites (keep-latest: a slow Blender never slows the backend). `pump()` is a plain function
-that drains both on the main thread and applies the newest snapshot per job through `scene_sync`; it becomes a
-persistent `bpy.app.timers` timer in `register()`. Tests call it directly (timers never fire in module mode).
+The threads, the client and the queues live in `link.py` (no bpy); the event reducer that turns events into
+the panel's job state lives in `reducer.py` (no bpy). `pump()` is a plain function that drains the mailbox,
+reduces each event into its job's view, copies the view into Scene.distillery, applies the newest snapshot
+per job through `scene_sync`, and sends what waited for the backend (a Generate pressed while it started, a
+Cancel pressed while it was down). It becomes a persistent `bpy.app.timers` timer in `register()`. Tests call
+it directly (timers never fire in module mode).
 
-No call made on the main thread waits on the network: operators only post work here.
+No call made on the main thread waits on the network: operators only post work to the link.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
-import queue
-import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import bpy
 
-from . import launcher, scene_sync
-from .client import ply as plyio
-from .client import protocol, splat
+from . import reducer, scene_sync
+from .link import (  # noqa: F401 - re-exported: the add-on's state types
+    TERMINAL,
+    BackendLink,
+    BackendView,
+    Mailbox,
+    Msg,
+    Runtime,
+    default_session_factory,
+)
 
 PUMP_ACTIVE = 1.0 / 30.0
 PUMP_IDLE = 0.5
-HEALTH_EVERY = 2.0
-DEAD_AFTER = 6.0  # no answer for this long: unresponsive (shown within 10 s with the monitor's 2 s period)
-TERMINAL = protocol.TERMINAL_STATES
-
-
-@dataclass
-class Msg:
-    kind: str
-    job_id: str = ""
-    data: Any = None
-
-
-class Mailbox:
-    """Thread -> pump. `events`: reliable, ordered, never dropped. `geometry`: one slot per job, newest wins."""
-
-    def __init__(self) -> None:
-        self.events: queue.Queue[Msg] = queue.Queue()
-        self._latest: dict[str, Msg] = {}
-        self._lock = threading.Lock()
-        self.dropped = 0
-
-    def post(self, kind: str, job_id: str = "", data: Any = None) -> None:
-        self.events.put(Msg(kind, job_id, data))
-
-    def post_geometry(self, job_id: str, data: dict) -> None:
-        with self._lock:
-            if job_id in self._latest:
-                self.dropped += 1
-            self._latest[job_id] = Msg("geometry", job_id, data)
-
-    def take_geometry(self) -> dict[str, Msg]:
-        with self._lock:
-            out, self._latest = self._latest, {}
-        return out
-
-    def drain(self, limit: int = 10000) -> list[Msg]:
-        out = []
-        for _ in range(limit):
-            try:
-                out.append(self.events.get_nowait())
-            except queue.Empty:
-                break
-        return out
-
-    def pending(self) -> bool:
-        with self._lock:
-            has_geometry = bool(self._latest)
-        return has_geometry or not self.events.empty()
-
-
-def default_session_factory():
-    """The real client (addon/client/session.py); tests replace `Runtime.session_factory`."""
-    from .client.session import Session
-
-    return Session
-
-
-def _spawn(target: Callable, *args: Any, name: str = "distillery-worker") -> threading.Thread:
-    t = threading.Thread(target=target, args=args, name=name, daemon=True)
-    t.start()
-    return t
-
-
-# ---------------------------------------------------------------------------------------------- backend link
-
-
-@dataclass
-class BackendView:
-    """What the panel shows about the backend; written only by the pump (main thread)."""
-
-    state: str = "stopped"  # stopped | starting | alive | unresponsive | dead | stopping
-    message: str = ""
-    hint: str = ""
-    base_url: str = ""
-    health: dict | None = None
-    presets: list[dict] = field(default_factory=list)
-    launched: bool = False
-    last_ok: float = 0.0
-    log_tail: list[str] = field(default_factory=list)
-
-
-class BackendLink:
-    """One backend: launched here (with a process) or connected to (URL + token file). Its monitor thread
-    checks health every 2 s and posts the result; a process that exits or a server that stops answering is
-    reported within 10 s."""
-
-    def __init__(self, mailbox: Mailbox, session_factory: Callable, timeout: float = 5.0) -> None:
-        self.mailbox = mailbox
-        self.session_factory = session_factory
-        self.timeout = timeout
-        self.process: launcher.BackendProcess | None = None
-        self.session = None
-        self.base_url = ""
-        self.generation = 0  # bumps on every start/stop so stale monitor threads retire
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-
-    def launch(self, spec: launcher.LaunchSpec, startup_timeout: float = 120.0) -> None:
-        """Start the backend process (in a worker thread) and begin monitoring it. A process launched before
-        is stopped first, in that thread (one server per data folder: a restart must wait for it)."""
-        previous = self.process
-        self._retire()
-        gen = self.generation
-        self.base_url = spec.base_url
-        self._post(gen, {"state": "starting", "message": f"starting {spec.python}",
-                         "base_url": spec.base_url, "launched": True})
-        _spawn(self._launch_worker, spec, startup_timeout, gen, previous, name="distillery-launch")
-
-    def connect(self, base_url: str, token_file: str) -> None:
-        """Use a backend someone else started (e.g. through an SSH tunnel)."""
-        previous = self.process
-        self._retire()
-        if previous is not None:
-            _spawn(previous.stop, name="distillery-stop")
-        gen = self.generation
-        self.base_url = base_url.rstrip("/")
-        self._post(gen, {"state": "starting", "message": f"connecting to {self.base_url}",
-                         "base_url": self.base_url, "launched": False})
-        _spawn(self._connect_worker, token_file, gen, name="distillery-connect")
-
-    def stop(self) -> None:
-        """Stop monitoring, and stop the process if we launched it (in a worker thread)."""
-        proc = self.process
-        self._retire()
-        gen = self.generation
-        self._post(gen, {"state": "stopping" if proc else "stopped", "message": "stopping"})
-        if proc is not None:
-            def _stop() -> None:
-                code = proc.stop()
-                self._post(gen, {"state": "stopped", "message": f"stopped (exit code {code})"})
-            _spawn(_stop, name="distillery-stop")
-
-    def shutdown(self) -> None:
-        """unregister()/exit: signal the process and return at once."""
-        proc = self.process
-        self._retire()
-        if proc is not None:
-            proc.signal_stop()
-
-    def _retire(self) -> None:
-        with self._lock:
-            self.generation += 1
-            self._stop.set()
-            self._stop = threading.Event()
-            self.process = None
-            self.session = None
-
-    def _post(self, gen: int, data: dict) -> None:
-        """A state change for the pump, tagged with the link generation it belongs to."""
-        self.mailbox.post("backend", data={"generation": gen, **data})
-
-    def _current(self, gen: int) -> bool:
-        return gen == self.generation
-
-    def _launch_worker(self, spec: launcher.LaunchSpec, startup_timeout: float, gen: int,
-                       previous: launcher.BackendProcess | None = None) -> None:
-        if previous is not None:
-            previous.stop()
-        try:
-            proc = launcher.BackendProcess(spec)
-        except (launcher.LaunchError, OSError) as exc:
-            self._post(gen, {"state": "dead", "message": f"cannot start the backend: {exc}",
-                             "hint": getattr(exc, "hint", "")})
-            return
-        with self._lock:
-            if not self._current(gen):
-                proc.signal_stop()
-                return
-            self.process = proc
-        probe = self.session_factory()(spec.base_url, "", timeout=min(self.timeout, 2.0))
-        deadline = time.monotonic() + startup_timeout
-        while time.monotonic() < deadline and self._current(gen):
-            code = proc.exit_code()
-            if code is not None:
-                self._post(gen, {"state": "dead", "message": f"the backend exited with code {code}",
-                                 "hint": "see the backend log", "log": proc.log_tail()})
-                return
-            if spec.token_file.exists():
-                try:
-                    probe.health()
-                    break
-                except Exception:
-                    pass
-            time.sleep(0.25)
-        else:
-            if self._current(gen):
-                proc.signal_stop()
-                message = f"the backend did not answer within {startup_timeout:.0f} s"
-                self._post(gen, {"state": "dead", "hint": "see the backend log", "message": message,
-                                 "log": proc.log_tail()})
-            return
-        self._attach(spec.token_file, gen)
-
-    def _connect_worker(self, token_file: str, gen: int) -> None:
-        self._attach(Path(token_file) if token_file else None, gen)
-
-    def _attach(self, token_file: Path | None, gen: int) -> None:
-        Session = self.session_factory()
-        try:
-            if token_file is not None:
-                session = Session.from_token_file(self.base_url, token_file, timeout=self.timeout)
-            else:
-                session = Session(self.base_url, "", timeout=self.timeout)
-            health = session.health()
-            presets = session.presets()
-        except Exception as exc:
-            self._post(gen, {"state": "dead", "message": f"cannot reach {self.base_url}: "
-                             f"{_describe(exc)}", "hint": _hint(exc)})
-            return
-        with self._lock:
-            if not self._current(gen):
-                return
-            self.session = session
-            stop = self._stop
-        self._post(gen, {"state": "alive", "message": "connected", "health": health,
-                         "presets": presets, "session": session})
-        _spawn(self._monitor, session, stop, gen, name="distillery-health")
-
-    def _monitor(self, session, stop: threading.Event, gen: int) -> None:
-        last_ok = time.monotonic()
-        reported = "alive"
-        while not stop.wait(HEALTH_EVERY):
-            proc = self.process
-            if proc is not None and proc.exit_code() is not None:
-                self._post(gen, {"state": "dead", "log": proc.log_tail(),
-                                 "message": f"the backend exited with code {proc.exit_code()}",
-                                 "hint": "restart it; the running job resumes from its checkpoint"})
-                return
-            try:
-                health = session.health()
-            except Exception as exc:
-                silent = time.monotonic() - last_ok
-                if silent >= DEAD_AFTER and reported != "unresponsive":
-                    reported = "unresponsive"
-                    self._post(gen, {"state": "unresponsive", "hint": "restart the backend",
-                                     "message": f"no answer for {silent:.0f} s ({_describe(exc)})"})
-                continue
-            last_ok = time.monotonic()
-            reported = "alive"  # posted every time: health carries the queue length and devices
-            self._post(gen, {"state": "alive", "health": health, "message": "connected"})
-
-
-def _describe(exc: BaseException) -> str:
-    msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return msg
-
-
-def _hint(exc: BaseException) -> str:
-    return getattr(exc, "hint", "") or ""
-
-
-# ---------------------------------------------------------------------------------------------- jobs
-
-
-@dataclass
-class Watcher:
-    job_id: str
-    scene_name: str
-    handle: Any
-    stop: threading.Event
-    thread: threading.Thread | None = None
-    done: bool = False
-    last_step: int = 0
-
-
-class Runtime:
-    """Module state of the add-on while it is registered (RUNTIME below)."""
-
-    def __init__(self, session_factory: Callable = default_session_factory) -> None:
-        self.mailbox = Mailbox()
-        self.session_factory = session_factory
-        self.link = BackendLink(self.mailbox, session_factory)
-        self.view = BackendView()
-        self.watchers: dict[str, Watcher] = {}
-        self.installer: launcher.Installer | None = None
-        self.placements: dict[str, dict] = {}  # job_id -> where its object goes (set at submit)
-        self.reattach_pending = False
-        self.pump_stats: list[float] = []  # seconds per pump call (last 600)
-        self.on_presets: Callable[[list[dict]], None] | None = None
-
-    def use_session_factory(self, factory: Callable) -> None:
-        """Which client class to use (tests pass a fake); applies to the next start or connect."""
-        self.session_factory = factory
-        self.link.session_factory = factory
-
-    # -- operations posted by operators (main thread) ------------------------------------------------------
-
-    @property
-    def session(self):
-        return self.link.session
-
-    def submit(self, scene_name: str, request: dict, placement: dict) -> None:
-        session = self.session
-        if session is None:
-            raise RuntimeError("the backend is not connected")
-        _spawn(self._submit_worker, session, scene_name, request, placement, name="distillery-submit")
-
-    def _submit_worker(self, session, scene_name: str, request: dict, placement: dict) -> None:
-        try:
-            handle = session.submit(request)
-        except Exception as exc:
-            self.mailbox.post("submit_failed", data={"scene": scene_name, "code": getattr(exc, "code", "INTERNAL"),
-                                                     "message": _describe(exc), "hint": _hint(exc)})
-            return
-        self.mailbox.post("submitted", handle.job_id, {"scene": scene_name, "request": request,
-                                                       "placement": placement, "handle": handle})
-
-    def watch(self, job_id: str, scene_name: str, handle=None, last_seq: int = 0) -> None:
-        """Start a reader thread for a job (main thread; the thread does the network work)."""
-        old = self.watchers.pop(job_id, None)
-        if old is not None:
-            old.stop.set()
-        if handle is None:
-            if self.session is None:
-                return
-            handle = self.session.handle(job_id, last_seq)
-        w = Watcher(job_id, scene_name, handle, threading.Event())
-        w.thread = handle.stream(lambda ev, w=w: self._on_event(w, ev), w.stop)
-        self.watchers[job_id] = w
-
-    def _on_event(self, w: Watcher, ev: dict) -> None:
-        """Runs in the job's reader thread: decode, validate, post. Never touches bpy."""
-        kind = ev.get("type")
-        try:
-            if kind == "snapshot":
-                data = ev.get("data")
-                if data is None:
-                    return
-                geometry = _decode(ev.get("kind", "gaussians"), data)
-                w.last_step = int(ev.get("step", 0))
-                self.mailbox.post_geometry(w.job_id, {"kind": ev.get("kind", "gaussians"), "payload": geometry,
-                                                      "step": int(ev.get("step", 0)), "final": False})
-                return
-            if kind == "preview":
-                return  # previews are PNG grids for other clients; the scene object is the live view
-            if kind == "result":
-                asset = (ev.get("artifacts") or {}).get("asset", "")
-                if asset == protocol.ASSET_PLY:  # the final asset replaces the last snapshot, in its own layout
-                    result_kind = ev.get("kind", "gaussians")
-                    geometry = _decode(result_kind, w.handle.download(asset))
-                    self.mailbox.post_geometry(w.job_id, {"kind": result_kind, "payload": geometry,
-                                                          "step": int(ev.get("step", w.last_step)), "final": True})
-            clean = {k: v for k, v in ev.items() if k != "data"}
-            self.mailbox.post("event", w.job_id, clean)
-            if kind == "status" and ev.get("state") in TERMINAL:
-                w.stop.set()
-        except Exception as exc:  # a bad artifact becomes a message in the panel, not a dead thread
-            self.mailbox.post("event", w.job_id, {"type": "warning", "code": "CLIENT",
-                                                  "message": f"could not read {kind}: {_describe(exc)}"})
-
-    def cancel(self, job_id: str) -> None:
-        w = self.watchers.get(job_id)
-        handle = w.handle if w else (self.session.handle(job_id) if self.session else None)
-        if handle is None:
-            raise RuntimeError("the backend is not connected")
-        _spawn(self._call, job_id, "cancel", handle.cancel, name="distillery-cancel")
-
-    def delete(self, job_id: str) -> None:
-        w = self.watchers.pop(job_id, None)
-        if w is not None:
-            w.stop.set()
-        if self.session is not None:
-            handle = self.session.handle(job_id)
-            _spawn(self._call, job_id, "delete", handle.delete, name="distillery-delete")
-
-    def reimport(self, job_id: str, scene_name: str, artifact: str = protocol.ASSET_PLY) -> None:
-        if self.session is None:
-            raise RuntimeError("the backend is not connected")
-        handle = self.session.handle(job_id)
-
-        def work() -> None:
-            try:
-                geometry = _decode("gaussians", handle.download(artifact))
-            except Exception as exc:
-                self.mailbox.post("event", job_id, {"type": "warning", "code": "CLIENT",
-                                                    "message": f"re-import failed: {_describe(exc)}"})
-                return
-            self.mailbox.post("reimport", job_id, {"scene": scene_name, "payload": geometry})
-        _spawn(work, name="distillery-download")
-
-    def import_ply(self, path: str, scene_name: str) -> None:
-        """Read a 3DGS PLY in a worker thread (numpy, no bpy); the pump creates the object (scene_sync)."""
-        _spawn(self._import_worker, path, scene_name, name="distillery-import")
-
-    def _import_worker(self, path: str, scene_name: str) -> None:
-        name = Path(path).stem
-        try:
-            arrays = scene_sync.read_import(path)
-        except (plyio.PLYError, OSError) as exc:
-            self.mailbox.post("import", data={"scene": scene_name, "name": name, "error": f"{Path(path).name}: {exc}"})
-            return
-        self.mailbox.post("import", data={"scene": scene_name, "name": name, "payload": arrays})
-
-    def _call(self, job_id: str, what: str, fn: Callable) -> None:
-        try:
-            fn()
-        except Exception as exc:
-            self.mailbox.post("event", job_id, {"type": "warning", "code": "CLIENT",
-                                                "message": f"{what} failed: {_describe(exc)}"})
-
-    def busy(self) -> bool:
-        return (any(not w.done for w in self.watchers.values()) or self.view.state in ("starting", "stopping")
-                or (self.installer is not None and self.installer.state == "running") or self.mailbox.pending())
-
-    def shutdown(self) -> None:
-        for w in self.watchers.values():
-            w.stop.set()
-        self.watchers.clear()
-        if self.installer is not None:
-            self.installer.cancel()
-        self.link.shutdown()
-
-
-def _decode(kind: str, data: bytes) -> Any:
-    """PLY bytes -> arrays, in the reader thread (numpy; sizes checked before allocating)."""
-    if kind == "mesh":
-        return plyio.read_mesh(data)
-    return splat.with_display(plyio.read_gaussians(data))  # the display's maths off the main thread
-
 
 RUNTIME: Runtime | None = None
+JOB_PROPS = {name: f"job_{name}" for name in reducer.FIELDS if name not in ("faces", "cancel_pending")}
 
 
 # ---------------------------------------------------------------------------------------------- the pump
@@ -480,7 +64,11 @@ def pump() -> float | None:
         changed = True
     if rt.reattach_pending and rt.view.state == "alive":
         rt.reattach_pending = False
+        rt.flush_cancels()  # before reading events again: the job must not run on
         _reattach(rt)
+        changed = True
+    if rt.pending_submit is not None:
+        changed |= _pending_submit(rt)
     if changed:
         redraw()
     rt.pump_stats.append(time.perf_counter() - t0)
@@ -498,6 +86,54 @@ def redraw() -> None:
                 area.tag_redraw()
 
 
+# ---------------------------------------------------------------------------------------------- job views
+
+
+def write_view(s, view: reducer.JobView) -> None:
+    """Copy a reducer view into Scene.distillery's job_* properties (only the ones that changed)."""
+    for name, prop in JOB_PROPS.items():
+        value = getattr(view, name)
+        if getattr(s, prop) != value:
+            setattr(s, prop, value)
+
+
+def read_view(s) -> reducer.JobView:
+    """The view Scene.distillery shows now (the panel's properties are the truth after a file load)."""
+    return reducer.JobView(**{name: getattr(s, prop) for name, prop in JOB_PROPS.items()})
+
+
+def set_view(scene, job_id: str, view: reducer.JobView) -> None:
+    """Store a job's new view: in the runtime, on its history entry, and in the panel if it is the current job."""
+    rt = RUNTIME
+    if rt is not None and job_id:
+        rt.views[job_id] = view
+    s = scene.distillery
+    item = _history_entry(scene, job_id) if job_id else None
+    if item is not None:
+        if view.state and view.state not in ("waiting", "submitting"):
+            item.state = view.state
+        item.step, item.steps = view.step, view.steps
+        if view.count:
+            item.count = view.count
+        if view.kind:
+            item.kind = view.kind
+        item.error_code = view.error_code
+    if s.job_id == job_id:
+        write_view(s, view)
+
+
+def dispatch(scene, job_id: str, ev: dict) -> reducer.JobView:
+    """Reduce one event into the job's view and store it (main thread)."""
+    rt = RUNTIME
+    s = scene.distillery
+    view = rt.views.get(job_id) if rt is not None and job_id else None
+    if view is None:
+        view = read_view(s) if s.job_id == job_id else reducer.JobView()
+    view = reducer.reduce(view, ev)
+    set_view(scene, job_id, view)
+    return view
+
+
 def _apply_message(rt: Runtime, msg: Msg) -> bool:
     if msg.kind == "backend":
         d = msg.data
@@ -507,6 +143,7 @@ def _apply_message(rt: Runtime, msg: Msg) -> bool:
         v.state = d.get("state", v.state)
         v.message = d.get("message", "")
         v.hint = d.get("hint", "")
+        v.code = d.get("code", v.code if v.state in ("dead", "unresponsive") else "")
         v.base_url = d.get("base_url", v.base_url)
         v.launched = d.get("launched", v.launched)
         if "log" in d:
@@ -528,13 +165,20 @@ def _apply_message(rt: Runtime, msg: Msg) -> bool:
         scene = bpy.data.scenes.get(msg.data["scene"])
         if scene is not None:
             s = scene.distillery
-            s.job_state = "failed"
-            s.job_error_code, s.job_error_message, s.job_error_hint = (msg.data["code"], msg.data["message"],
-                                                                      msg.data["hint"])
-            s.job_message = msg.data["message"]
+            write_view(s, reducer.reduce(read_view(s), {"type": "submit_failed", **msg.data}))
         return True
     if msg.kind == "event":
-        _on_event(rt, msg.job_id, msg.data)
+        scene = _scene_of(rt, msg.job_id)
+        if scene is None:
+            return False
+        view = dispatch(scene, msg.job_id, msg.data)
+        if view.state in TERMINAL:
+            w = rt.watchers.get(msg.job_id)
+            if w is not None:
+                w.done = True
+            obj = scene_sync.find_object(msg.job_id)
+            if obj is not None:
+                obj[scene_sync.STATE_KEY] = view.state
         return True
     if msg.kind == "import":
         scene = bpy.data.scenes.get(msg.data["scene"]) or bpy.context.scene
@@ -544,9 +188,8 @@ def _apply_message(rt: Runtime, msg: Msg) -> bool:
         scene = bpy.data.scenes.get(msg.data["scene"]) or bpy.context.scene
         entry = _history_entry(scene, msg.job_id)
         name = scene_sync.object_name(entry.prompt if entry else msg.job_id)
-        obj = scene_sync.create_object(scene, msg.job_id + ":reimport", name, "gaussians")
-        scene_sync.set_gaussians(obj.data, msg.data["payload"])
-        obj[scene_sync.STATE_KEY] = "imported"
+        scene_sync.apply_snapshot(scene, msg.job_id + ":reimport", msg.data.get("kind", "gaussians"),
+                                  msg.data["payload"], name=name, state="imported")
         return True
     return False
 
@@ -565,19 +208,55 @@ def _on_submitted(rt: Runtime, msg: Msg) -> None:
     if scene is not None:
         s = scene.distillery
         s.job_id = msg.job_id
-        s.job_state = "queued"
-        s.job_message = "queued"
-        s.job_error_code = s.job_error_message = s.job_error_hint = ""
         item = _history_entry(scene, msg.job_id) or s.history.add()
         item.job_id = msg.job_id
         item.prompt = d["request"].get("prompt", "")
         item.preset = d["request"].get("preset", "")
-        item.state = "queued"
         item.created = time.time()
         item.request_json = json.dumps(d["request"])
         item.placement_json = json.dumps(d["placement"])
         s.history_index = len(s.history) - 1
+        rt.views.pop(msg.job_id, None)
+        dispatch(scene, msg.job_id, {"type": "submitted"})
     rt.watch(msg.job_id, d["scene"], handle=d["handle"])
+
+
+def _pending_submit(rt: Runtime) -> bool:
+    """Generate was pressed while the backend was not ready: send it once the backend answers (building the
+    request then if the presets were not known), or give up with the backend's cause if it failed to start."""
+    p = rt.pending_submit
+    scene = bpy.data.scenes.get(p["scene"])
+    if scene is None:
+        rt.pending_submit = None
+        return False
+    s = scene.distillery
+    if rt.view.state in ("dead", "stopped"):
+        rt.pending_submit = None
+        write_view(s, reducer.JobView(message="not sent: the backend did not start (see the box above)"))
+        return True
+    if rt.view.state != "alive" or rt.session is None:
+        return False
+    rt.pending_submit = None
+    config, placement = p.get("config"), p.get("placement")
+    if config is None:
+        from . import request
+
+        try:
+            config, placement = s.to_request(bpy.context)
+        except request.RequestError as exc:
+            write_view(s, reducer.reduce(read_view(s), request_failure(exc)))
+            return True
+    rt.submit(scene.name, config, placement)
+    write_view(s, reducer.JobView(state="submitting", message="submitting"))
+    return True
+
+
+def request_failure(exc) -> dict:
+    """A RequestError as a failure event for the reducer: its panel field picks the fix-it box."""
+    from . import failures
+
+    code = failures.FIELD_CODES.get(exc.field, "INVALID_CONFIG")
+    return {"type": "submit_failed", "code": code, "message": str(exc), "hint": "", "field": exc.field}
 
 
 def _scene_of(rt: Runtime, job_id: str):
@@ -590,68 +269,6 @@ def _scene_of(rt: Runtime, job_id: str):
         if _history_entry(scene, job_id) is not None:
             return scene
     return None
-
-
-def _on_event(rt: Runtime, job_id: str, ev: dict) -> None:
-    scene = _scene_of(rt, job_id)
-    if scene is None:
-        return
-    s = scene.distillery
-    item = _history_entry(scene, job_id)
-    current = s.job_id == job_id
-    kind = ev.get("type")
-    if kind == "status":
-        state = ev.get("state", "")
-        if item is not None:
-            item.state = state
-        if current:
-            s.job_state = state
-            note = ev.get("message", "")
-            if ev.get("renderer"):
-                note = f"{state}: renderer {ev['renderer']} on {ev.get('device', '?')}, prior {ev.get('prior', '?')}"
-            s.job_message = note or state
-        if state in TERMINAL:
-            w = rt.watchers.get(job_id)
-            if w is not None:
-                w.done = True
-            obj = scene_sync.find_object(job_id)
-            if obj is not None:
-                obj[scene_sync.STATE_KEY] = state
-    elif kind == "progress" and current:
-        total = max(1, int(ev.get("total_steps") or ev.get("steps") or 1))
-        gstep = int(ev.get("global_step") or ev.get("step") or 0)
-        s.job_step, s.job_steps = gstep, total
-        s.job_progress = min(1.0, gstep / total)
-        s.job_eta = float(ev.get("eta_s") or 0.0)
-        losses = ev.get("losses") or {}
-        s.job_loss = "  ".join(f"{k} {v:.4g}" for k, v in list(losses.items())[:3])
-        if s.job_state in ("queued", "", "submitting"):
-            s.job_state = "running"
-        if item is not None:
-            item.step, item.steps = gstep, total
-    elif kind == "warning" and current:
-        s.job_message = f"warning: {ev.get('message', '')}"
-    elif kind == "error":
-        if item is not None:
-            item.state = "failed"
-            item.error_code = ev.get("code", "")
-        if current:
-            s.job_state = "failed"
-            s.job_error_code = ev.get("code", "INTERNAL")
-            s.job_error_message = ev.get("message", "")
-            s.job_error_hint = ev.get("hint", "")
-            s.job_message = ev.get("message", "")
-    elif kind == "result":
-        if item is not None:
-            item.count = int(ev.get("count") or item.count)
-            item.state = "succeeded"
-        if current:
-            s.job_state = "succeeded"
-            s.job_progress = 1.0
-            secs = ev.get("seconds")
-            s.job_message = f"done: {ev.get('count', '?')} Gaussians" + (f" in {secs:.0f} s" if secs else "")
-    elif kind == "connection" and current:
-        s.job_message = ("connection lost; reconnecting" if ev.get("state") == "lost" else "connection restored")
 
 
 def _apply_geometry(rt: Runtime, job_id: str, d: dict) -> None:
@@ -668,8 +285,11 @@ def _apply_geometry(rt: Runtime, job_id: str, d: dict) -> None:
                                     placement=placement, state=state)
     if item is not None:
         item.object_name = obj.name
+        item.kind = d["kind"]
         if d["kind"] == "gaussians":
             item.count = len(d["payload"]["x"])
+        else:
+            item.count = len(d["payload"][0])
 
 
 def _reattach(rt: Runtime) -> None:
@@ -685,7 +305,7 @@ def _reattach(rt: Runtime) -> None:
                     rt.watch(item.job_id, scene.name)
                 except Exception as exc:
                     item.state = "unknown"
-                    print(f"Distillery: cannot watch job {item.job_id}: {_describe(exc)}")
+                    print(f"Distillery: cannot watch job {item.job_id}: {exc}")
 
 
 @bpy.app.handlers.persistent
@@ -697,6 +317,8 @@ def _on_load_post(*_args) -> None:
         w.stop.set()
     rt.watchers.clear()
     rt.placements.clear()
+    rt.views.clear()
+    rt.pending_submit = None
     rt.reattach_pending = True
 
 

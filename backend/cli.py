@@ -42,11 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("name", nargs="?", help="show every setting of this preset")
     pr.add_argument("--json", action="store_true", help="machine-readable output")
 
-    e = sub.add_parser("evaluate", help="score an asset against the reference prior")
-    e.add_argument("asset", type=Path, help="a 3DGS PLY file, or a mesh PLY with vertex colours (asset.ply of a "
-                   "NeRF or DMTet job)")
+    e = sub.add_parser("evaluate", help="score assets against the reference prior (and their diversity)")
+    e.add_argument("asset", type=Path, nargs="+", help="3DGS PLY files, or mesh PLYs with vertex colours "
+                   "(asset.ply of a NeRF or DMTet job); several assets of one prompt also get their diversity")
     e.add_argument("--prompt", required=True, help="the prompt it was generated from")
-    e.add_argument("--json", action="store_true", help='print {"psnr": .., "mask_iou": .., "view_accuracy": ..}')
+    e.add_argument("--json", action="store_true", help="print the figures as JSON: one asset gives one object "
+                   "(psnr, mask_iou, view_accuracy, aligned_view_accuracy, alignment_azimuth, multi_face_rate, "
+                   "psnr_128, hf_energy_128, hf_energy_ratio); several give {assets: [...], diversity}")
 
     b = sub.add_parser("bench", help="time the steps of a preset (medians, per phase)")
     b.add_argument("--prompt", default=None, help="prompt (default: the preset's)")
@@ -255,42 +257,66 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+EVALUATE_FIELDS = ("psnr", "mask_iou", "view_accuracy", "aligned_view_accuracy", "alignment_azimuth",
+                   "multi_face_rate", "psnr_128", "hf_energy_128", "hf_energy_ratio")
+
+
+def asset_render_fn(path: Path) -> Any:
+    """A render_fn (backend.priors.reference.evaluate) for an asset file: a 3DGS PLY or a mesh PLY with vertex
+    colours. Raises UsageError naming the file when it cannot be read."""
     import torch
 
     from backend.io.ply import PLYError, read_gaussian_ply, read_ply
-    from backend.priors.reference.evaluate import evaluate
     from backend.renderers.gaussians_torch import TorchGaussianRenderer
     from backend.representations.gaussians import Gaussians
 
-    if not args.asset.is_file():
-        raise UsageError(f"asset {str(args.asset)!r} does not exist")
+    if not path.is_file():
+        raise UsageError(f"asset {str(path)!r} does not exist")
     try:
-        elements = read_ply(args.asset)
+        elements = read_ply(path)
         mesh = _mesh_from_ply(elements) if "face" in elements else None
-        arrays = None if mesh is not None else read_gaussian_ply(args.asset)
+        arrays = None if mesh is not None else read_gaussian_ply(path)
     except PLYError as exc:
-        raise UsageError(f"asset {str(args.asset)!r}: {exc}") from None
+        raise UsageError(f"asset {str(path)!r}: {exc}") from None
     if mesh is not None:
         from backend.engine.outputs import mesh_render_fn
 
-        render_fn = mesh_render_fn(mesh)
-    else:
-        cloud = Gaussians.from_ply_arrays(arrays)
-        renderer = TorchGaussianRenderer()
+        return mesh_render_fn(mesh)
+    cloud = Gaussians.from_ply_arrays(arrays)
+    renderer = TorchGaussianRenderer()
 
-        def render_fn(cams: Any, background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            with torch.no_grad():
-                out = renderer.render(cloud, cams, background)
-            return out.rgb, out.alpha
+    def render_fn(cams: Any, background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            out = renderer.render(cloud, cams, background)
+        return out.rgb, out.alpha
+    return render_fn
 
-    m = evaluate(render_fn, args.prompt)
-    metrics = {"psnr": float(m["psnr"]), "mask_iou": float(m["mask_iou"]), "view_accuracy": float(m["view_accuracy"])}
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from backend.priors.reference.evaluate import aligned_renders, diversity, evaluate
+
+    render_fns = [asset_render_fn(p) for p in args.asset]  # every file checked before any work
+    results, renders = [], []
+    for path, render_fn in zip(args.asset, render_fns, strict=True):
+        m = evaluate(render_fn, args.prompt, detail=True)
+        results.append({"asset": str(path), **{k: float(m[k]) for k in EVALUATE_FIELDS}})
+        if len(args.asset) > 1:
+            renders.append(aligned_renders(render_fn, m["alignment_azimuth"]))
+    div = diversity(renders) if len(renders) > 1 else None
     if args.json:
-        print(json.dumps(metrics))
-    else:
-        print(f"{args.asset}: PSNR {metrics['psnr']:.2f} dB, mask IoU {metrics['mask_iou']:.3f}, "
-              f"view accuracy {metrics['view_accuracy']:.3f} (against the reference prior, {args.prompt!r})")
+        if div is None:
+            print(json.dumps({k: v for k, v in results[0].items() if k != "asset"}))
+        else:
+            print(json.dumps({"prompt": args.prompt, "assets": results, "diversity": div}))
+        return EXIT_OK
+    for r in results:
+        print(f"{r['asset']}: PSNR {r['psnr']:.2f} dB, mask IoU {r['mask_iou']:.3f}, view accuracy "
+              f"{r['view_accuracy']:.3f}, aligned {r['aligned_view_accuracy']:.3f} (turned "
+              f"{r['alignment_azimuth']:g} deg), multi-face rate {r['multi_face_rate']:.3f}, 128 px PSNR "
+              f"{r['psnr_128']:.2f} dB, high-frequency energy x{r['hf_energy_ratio']:.2f} of the object's "
+              f"(against the reference prior, {args.prompt!r})")
+    if div is not None:
+        print(f"diversity of the {len(results)} assets: {div:.4f} (mean pairwise RMS difference of aligned renders)")
     return EXIT_OK
 
 

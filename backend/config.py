@@ -76,6 +76,19 @@ class ReferencePriorConfig(PriorConfig):
         "smooths it so that the denoiser leaves an image near the references almost unchanged below noise "
         "~tau, as a trained network does (DDIM inversion then reconstructs renders, which ISM needs)",
         lo=0, hi=2)
+    unconditional: str = setting(
+        "view", "The unconditional branch (negative prompt \"\"): view = every object with the same view selection "
+        "as the conditional branch (guidance then never amplifies the view signal); marginal = every object from "
+        "every view, what \"\" means to a text-to-image prior (view words act only in the conditional branch)",
+        choices=("view", "marginal"))
+    front_bias: float = setting(
+        0.0, "Front bias kappa: references of the front bucket get prior weight exp(kappa), of the back bucket "
+        "exp(-kappa), others 1, in every branch, so that fronts are over-represented as in a text-to-image "
+        "prior's training data; 0 = every view equally likely. The exact posterior is sharp: the bias acts at "
+        "mid noise from kappa ~20 (the claims testbed uses 30)", lo=0, hi=100)
+    perp_neg: bool = setting(False, "Perp-Neg guidance (docs/METHODS.md §1.5): the positional (interpolated) view "
+                             "condition plus perpendicular negative view conditions; needs view_conditioning "
+                             "prompt and costs 4 branches per view instead of 2")
 
 
 @dataclass

@@ -16,8 +16,9 @@ fields are in EVENT_FIELDS (required) and EVENT_OPTIONAL_FIELDS:
 - snapshot: artifact (file name of a PLY), kind (one of RESULT_KINDS), count, step; meshes add faces.
             Clients apply only the newest snapshot per job (keep-latest, LOSSY_EVENT_TYPES).
 - warning:  code (one of WARNING_CODES), message.
-- result:   artifacts {role: file name} (FINAL_ARTIFACTS' roles), metrics {name: float}, kind, count, seconds.
-- error:    code (one of ERROR_CODES), message, hint.
+- result:   artifacts {role: file name} (FINAL_ARTIFACTS' roles), metrics {name: float}, kind (how to read
+            asset.ply), count, seconds; meshes add faces.
+- error:    code (one of ERROR_CODES), message, hint; INVALID_CONFIG adds `field` (the dotted setting key).
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ EVENT_OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "preview": (),
     "snapshot": ("faces",),
     "warning": ("step",),
-    "result": (),
-    "error": ("free", "total"),
+    "result": ("faces",),
+    "error": ("free", "total", "field"),
 }
 LOSSY_EVENT_TYPES = ("snapshot", "preview")  # a client may skip all but the newest of these
 
@@ -104,6 +105,21 @@ CLIENT_ERROR_CODES = (  # raised inside a client, never sent by the server
     "CONNECTION_ERROR",
     "BAD_RESPONSE",  # the answer is not what the protocol says
     "BACKEND_NOT_INSTALLED",  # the add-on has no backend to start
+    # the add-on's own diagnoses (addon/failures.py): each has a fix-it box
+    "BACKEND_NOT_RUNNING",  # stopped: start it
+    "BACKEND_NO_INTERPRETER",  # no Python set for the backend, or it does not exist
+    "BACKEND_MISSING_PACKAGE",  # the backend's Python lacks a package ("No module named 'torch'")
+    "BACKEND_INCOMPLETE",  # the managed environment lacks some of the backend's packages
+    "BACKEND_EXITED",  # the launched process exited
+    "BACKEND_START_TIMEOUT",  # it did not answer within the start-up timeout
+    "BACKEND_UNRESPONSIVE",  # it stopped answering
+    "BACKEND_UNREACHABLE",  # nothing answers at the URL given
+    "PROTOCOL_MISMATCH",  # the backend speaks another PROTOCOL_VERSION
+    "SUBMIT_FAILED",  # the job could not be sent
+    "EMPTY_PROMPT",  # panel fields the add-on checks before sending
+    "NO_CAMERA",
+    "BAD_SEED_SHAPE",
+    "PRESETS_NOT_LOADED",
 )
 
 # ---------------------------------------------------------------------------------------------- artifacts

@@ -24,12 +24,13 @@ class BackendError(Exception):
     Connection codes: CONNECTION_REFUSED (nothing listens: the backend is not running), CONNECTION_LOST
     (the connection closed mid-request), TIMEOUT (no answer in time), CONNECTION_ERROR, BAD_RESPONSE."""
 
-    def __init__(self, code: str, message: str, hint: str = "", status: int | None = None) -> None:
+    def __init__(self, code: str, message: str, hint: str = "", status: int | None = None, field: str = "") -> None:
         super().__init__(f"{code}: {message}" + (f" ({hint})" if hint else ""))
         self.code = code
         self.message = message
         self.hint = hint
         self.status = status
+        self.field = field  # the setting at fault (dotted key), for INVALID_CONFIG
 
     @property
     def is_connection_error(self) -> bool:
@@ -146,6 +147,6 @@ def _error_from(response: Response) -> BackendError:
         data = None
     if isinstance(data, dict) and isinstance(data.get("code"), str):
         return BackendError(data["code"], str(data.get("message", "")), str(data.get("hint") or ""),
-                            response.status)
+                            response.status, str(data.get("field") or ""))
     return BackendError(f"HTTP_{response.status}", response.body[:200].decode("utf-8", "replace"), "",
                         response.status)

@@ -114,7 +114,8 @@ def mesh_render_fn(mesh: Any) -> Any:
 
 
 def evaluate_against_reference(stage: Stage, prompt: str, mesh: Any = None) -> dict[str, float] | None:
-    """PSNR / mask IoU / view accuracy against the reference prior, or None if it does not know the prompt.
+    """PSNR / mask IoU / view accuracy and the rotation-invariant view figures (aligned view accuracy, its turn,
+    multi-face rate) against the reference prior, or None if it does not know the prompt.
     With `mesh` (an exported mesh) the asset itself is evaluated, not the representation's own renders."""
     from backend.priors.reference.evaluate import evaluate
     from backend.priors.reference.prompts import UnknownPromptError
@@ -131,7 +132,9 @@ def evaluate_against_reference(stage: Stage, prompt: str, mesh: Any = None) -> d
         metrics = evaluate(render_fn, prompt)
     except UnknownPromptError:
         return None
-    return {k: float(v) for k, v in metrics.items() if k in ("psnr", "mask_iou", "view_accuracy")}
+    return {k: float(v) for k, v in metrics.items() if k in ("psnr", "mask_iou", "view_accuracy",
+                                                              "aligned_view_accuracy", "alignment_azimuth",
+                                                              "multi_face_rate")}
 
 
 def write_final(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: str, seconds: float,
@@ -176,7 +179,7 @@ def write_final(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: 
     tmp = out_dir / f".result.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, out_dir / names["result"])
+    extra = {"faces": result["faces"]} if kind == "mesh" else {}
     emit(make_event("result", job_id, artifacts=result["artifacts"], metrics=metrics or {}, kind=kind,
-                    count=result["count"],
-                    seconds=result["seconds"]))
+                    count=result["count"], seconds=result["seconds"], **extra))
     return result

@@ -293,8 +293,8 @@ class JobManager:
             if kind == "progress" and isinstance(event.get("global_step"), int):
                 self.store.set_step(job_id, event["global_step"])
             if kind == "result":
-                self.store.set_result(job_id, {k: event.get(k) for k in ("artifacts", "metrics", "count",
-                                                                         "seconds")})
+                self.store.set_result(job_id, {k: event.get(k) for k in ("artifacts", "metrics", "kind", "count",
+                                                                         "faces", "seconds")})
             self.store.append(job_id, event)
         self._notify(job_id)
 
@@ -320,7 +320,8 @@ class JobManager:
                 code = str(error.get("code", "INTERNAL"))
                 error = {"code": code if code in ERROR_CODES else "INTERNAL",
                          "message": str(error.get("message", "failed")),
-                         "hint": str(error.get("hint", "")), **{k: error[k] for k in ("free", "total") if k in error}}
+                         "hint": str(error.get("hint", "")),
+                         **{k: error[k] for k in ("free", "total", "field") if k in error}}
                 self._fail(job_id, error)
         self._notify(job_id)
         self._kick()

@@ -188,14 +188,16 @@ class Worker:
             cfg = from_dict(config)
             result = run_job(cfg, out_dir, emit=lambda e: self.emit(job_id, e), should_cancel=self.cancel.is_set,
                              job_id=job_id, resume=True)
-            keep = ("artifacts", "metrics", "count", "seconds", "renderer", "device")
+            keep = ("artifacts", "metrics", "kind", "count", "faces", "seconds", "renderer", "device")
             return _outcome("succeeded", step=cfg.total_steps, result={k: result.get(k) for k in keep})
         except Cancelled as exc:
             return _outcome("cancelled", step=exc.step)
         except Diverged as exc:
             return _failed("DIVERGED", str(exc), "lower the learning rates or the guidance scale")
         except ConfigError as exc:
-            return _failed("INVALID_CONFIG", str(exc), exc.allowed and f"allowed: {exc.allowed}")
+            out = _failed("INVALID_CONFIG", str(exc), exc.allowed and f"allowed: {exc.allowed}")
+            out["error"]["field"] = exc.field  # the client highlights the setting at fault
+            return out
         except ModelNotFoundError as exc:
             return _failed("MODEL_MISSING", str(exc), exc.hint)
         except UnknownPromptError as exc:

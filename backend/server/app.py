@@ -65,7 +65,7 @@ class Job(BaseModel):
     started: float | None
     finished: float | None
     error: JobError | None
-    result: dict[str, Any] | None = Field(description="artifacts {role: name}, metrics, count, seconds")
+    result: dict[str, Any] | None = Field(description="artifacts {role: name}, metrics, kind, count, faces, seconds")
     queue_position: int | None = Field(description="0 = runs next; null when not queued")
     last_seq: int = Field(description="Seq of the newest event")
     artifacts: list[str] = Field(description="Names of the files the job has now")

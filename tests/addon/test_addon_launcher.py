@@ -46,6 +46,7 @@ def test_launch_command_environment_and_stop(tmp_path, monkeypatch):
     spec = _spec(tmp_path)
     (tmp_path / "run").mkdir()
     spec.token_file.write_text("stale")
+    spec.log_file.write_text("ModuleNotFoundError: No module named 'torch'\n")  # an earlier run's last words
     proc = launcher.BackendProcess(spec)
     assert not spec.token_file.exists()  # a stale token is never mistaken for the new server's
     assert launcher.wait_for(lambda: (tmp_path / "seen.json").exists(), 20)
@@ -59,6 +60,7 @@ def test_launch_command_environment_and_stop(tmp_path, monkeypatch):
     code = proc.stop(timeout=10)
     assert code is not None and time.monotonic() - t0 < 10
     assert "fake backend listening" in "\n".join(proc.log_tail())
+    assert "No module named" not in "\n".join(proc.log_tail())  # an earlier run's error is not this run's
 
 
 def test_missing_interpreter_is_a_clear_error(tmp_path):

@@ -62,8 +62,11 @@ def test_generate_then_evaluate(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(out / "asset.ply"), "--prompt", "a red duck", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert set(metrics) == {"psnr", "mask_iou", "view_accuracy"}
+    assert set(metrics) == {"psnr", "mask_iou", "view_accuracy", "aligned_view_accuracy", "alignment_azimuth",
+                            "multi_face_rate", "psnr_128", "hf_energy_128", "hf_energy_ratio"}
     assert 0 <= metrics["mask_iou"] <= 1 and 0 <= metrics["view_accuracy"] <= 1 and metrics["psnr"] > 0
+    assert metrics["view_accuracy"] <= metrics["aligned_view_accuracy"] or metrics["alignment_azimuth"] != 0
+    assert 0 <= metrics["multi_face_rate"] <= 1 and metrics["hf_energy_ratio"] >= 0
 
 
 def test_console_script_exit_code(tmp_path):

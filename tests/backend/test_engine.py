@@ -42,7 +42,8 @@ def test_events_and_final_artifacts(tmp_path):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["config"]["prompt"] == "a red duck" and saved["seed"] == 7
-    assert set(saved["metrics"]) == {"psnr", "mask_iou", "view_accuracy"}
+    assert set(saved["metrics"]) == {"psnr", "mask_iou", "view_accuracy", "aligned_view_accuracy",
+                                     "alignment_azimuth", "multi_face_rate"}
     assert result["count"] == len(read_gaussian_ply(tmp_path / "asset.ply")["x"])
 
 

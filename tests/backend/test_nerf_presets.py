@@ -13,6 +13,7 @@ from backend import presets
 from backend.config import apply_overrides
 from backend.core.settings import ConfigError
 from backend.engine.loop import run_job
+from backend.jobs import artifacts
 
 FAST = {"output.preview_every": 0, "output.checkpoint_every": 0, "output.turntable_frames": 0}
 FAST_NERF_MESH = {"representation.export_resolution": 40, "representation.snapshot_resolution": 24}
@@ -48,8 +49,16 @@ def test_real3d_quick_runs_end_to_end(tmp_path):
 
 
 def test_dreamfusion_quick_and_magic3d_quick_run_and_convert(tmp_path):
-    result = run_job(small("dreamfusion-quick", 3, **{"output.evaluate": False}), tmp_path / "df")
+    df_events = []
+    job_id = "d" * 32  # the job folder as the server names it, so its artifact list applies
+    result = run_job(small("dreamfusion-quick", 3, **{"output.evaluate": False}), tmp_path / job_id,
+                     emit=df_events.append)
     assert result["kind"] == "mesh" and result["faces"] > 0
+    # the result event names the kind, so a client decodes asset.ply as a mesh; asset.glb is served
+    final = next(e for e in df_events if e["type"] == "result")
+    assert (final["kind"], final["faces"], final["artifacts"]["asset_glb"]) == ("mesh", result["faces"], "asset.glb")
+    assert "asset.glb" in artifacts.list_artifacts(tmp_path, job_id)
+    assert artifacts.open_artifact(tmp_path, job_id, "asset.glb") is not None
     events = []
     cfg = small("magic3d-quick", 5, **{"output.evaluate": False, "output.checkpoint_every": 4,
                                        "stages.1.representation.tet_resolution": 12})

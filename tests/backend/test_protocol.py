@@ -75,9 +75,9 @@ def test_backend_codes_are_the_protocol_codes():
 
 def test_addon_codes_are_the_protocol_codes():
     known = {*protocol.ERROR_CODES, *protocol.HTTP_ERROR_CODES, *protocol.CLIENT_ERROR_CODES}
-    panels = ast.parse((ROOT / "addon/panels.py").read_text(encoding="utf-8"))
-    fixes = next(n.value for n in ast.walk(panels) if isinstance(n, ast.Assign)
-                 and any(isinstance(t, ast.Name) and t.id == "ERROR_FIXES" for t in n.targets))
+    table = ast.parse((ROOT / "addon/failures.py").read_text(encoding="utf-8"))  # the panel's one fix table
+    fixes = next(n.value for n in ast.walk(table) if isinstance(n, ast.AnnAssign)
+                 and isinstance(n.target, ast.Name) and n.target.id == "FIXES")
     handled = {k.value for k in fixes.keys}
     assert handled <= known, handled - known
     # Every way a job can fail has its own fix-it button, except INTERNAL (a plain retry).

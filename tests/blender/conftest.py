@@ -30,8 +30,8 @@ except ImportError:  # the backend's interpreter: this folder belongs to .venv-b
     collect_ignore_glob = ["test_*.py"]
 
 PKG = "bl_ext.user_default.distillery"
-MODULES = ("runtime", "scene_sync", "display", "properties", "preferences", "operators", "panels", "request",
-           "launcher", "client.ply", "client.convert", "client.transform")
+MODULES = ("runtime", "link", "reducer", "failures", "scene_sync", "display", "properties", "preferences",
+           "operators", "panels", "request", "launcher", "client.ply", "client.convert", "client.transform")
 
 
 def backend_python(code: str, stdin: str = "") -> str:
@@ -94,16 +94,28 @@ def addon(ext):
     s = scene.distillery
     s.history.clear()
     for key in ("job_id", "job_state", "job_message", "job_error_code", "job_error_message", "job_error_hint",
-                "prompt", "negative_prompt", "prior", "method", "representation"):
+                "job_error_field", "job_kind", "prompt", "negative_prompt", "prior", "method", "representation"):
         setattr(s, key, "")
     s.seed_object = None
     s.seed = s.steps = 0
     s.use_camera_front = False
+    for preset in ext.properties.presets():  # settings edited by an earlier test go back to the defaults
+        ext.properties.reset_values(scene, preset["name"])
+    rt = ext.runtime.RUNTIME
+    if rt is not None:
+        rt.views.clear()
+        rt.pending_submit = None
+        rt.pending_cancels.clear()
     yield ext
     rt = ext.runtime.RUNTIME
     if rt is not None:
         rt.shutdown()
         rt.view = ext.runtime.BackendView()
+        rt.pending_submit = None
+        rt.use_session_factory(ext.runtime.default_session_factory)  # a fake backend stays with its test
+    p = prefs(ext)
+    for name in ("mode", "python_path", "url", "token_file", "data_dir", "auto_start"):
+        p.property_unset(name)  # the preferences' defaults for the next test
 
 
 def pump_until(ext, predicate, timeout: float = 20.0, interval: float = 0.02):

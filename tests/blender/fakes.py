@@ -24,10 +24,11 @@ class FakeServer:
     """Shared state of one fake backend. `script(job_id, config)` returns the events of a job, in order; an
     event {"type": "_wait"} blocks the stream until `gate` is set (or the job is cancelled)."""
 
-    def __init__(self, presets: list[dict], snapshots: list[bytes], final: bytes) -> None:
+    def __init__(self, presets: list[dict], snapshots: list[bytes], final: bytes, kind: str = "gaussians") -> None:
         self.presets = presets
         self.snapshots = snapshots
         self.final = final
+        self.kind = kind  # of the snapshots and the final asset: "gaussians" or "mesh"
         self.final_count = int(final.split(b"element vertex ")[1].split(b"\n")[0])
         self.down = False
         self.submitted: list[dict] = []
@@ -46,10 +47,13 @@ class FakeServer:
             evs.append({"type": "progress", "stage": 0, "stage_name": "main", "step": step, "steps": total,
                         "global_step": step, "total_steps": total, "losses": {"sds": 0.5 / (i + 1)},
                         "it_per_s": 10.0, "eta_s": (total - step) / 10.0})
-            evs.append({"type": "snapshot", "artifact": f"snapshot-{step:06d}.ply", "kind": "gaussians",
+            evs.append({"type": "snapshot", "artifact": f"snapshot-{step:06d}.ply", "kind": self.kind,
                         "count": 0, "step": step, "data": blob})
-        evs.append({"type": "result", "artifacts": {"asset": "asset.ply", "result": "result.json"},
-                    "metrics": {}, "count": self.final_count, "seconds": 1.0})
+        artifacts = {"asset": "asset.ply", "result": "result.json"}
+        if self.kind == "mesh":
+            artifacts["asset_glb"] = "asset.glb"
+        evs.append({"type": "result", "artifacts": artifacts, "kind": self.kind, "metrics": {},
+                    "count": self.final_count, "seconds": 1.0})
         evs.append({"type": "status", "state": "succeeded", "message": "done"})
         return evs
 
@@ -130,6 +134,8 @@ class FakeHandle:
 
     def cancel(self) -> None:
         off_main_thread("cancel")
+        if self.session.server.down:
+            raise FakeBackendError("CONNECTION_REFUSED", "nothing is listening")
         self.session.server.cancelled.add(self.job_id)
 
     def download(self, name: str) -> bytes:

@@ -79,7 +79,7 @@ def test_register_unregister_twice_leaves_nothing_behind(addon, presets_payload)
         gone = _footprint(addon)
         assert gone == {"types": [], "scene": False, "timer": False, "handlers": [], "threads": [], "menus": [],
                         "runtime": False}
-        assert not hasattr(bpy.types.Scene, "distillery_values")
+        assert [p.identifier for p in bpy.types.Scene.bl_rna.properties if p.identifier.startswith("distillery")] == []
         addon_utils.enable(PKG, default_set=True)
         again = _footprint(addon)
         assert again == first

@@ -24,11 +24,15 @@ class OpProps:
 class Layout:
     """Records what draw() asks for and checks it against the RNA."""
 
+    alert = False  # draw() sets it on a row or column to highlight the field at fault
+
     def __init__(self, log: list) -> None:
         self.log = log
 
     def _child(self, *a, **k):
-        return Layout(self.log)
+        child = Layout(self.log)
+        child.alert = self.alert  # as in Blender: a sub-layout inherits its parent's alert state
+        return child
 
     row = column = box = split = column_flow = grid_flow = _child
 
@@ -46,6 +50,8 @@ class Layout:
         else:
             assert attr in data.bl_rna.properties, f"{type(data).__name__} has no property {attr}"
         self.log.append(("prop", attr))
+        if self.alert:
+            self.log.append(("alert", attr))
 
     def operator(self, idname, **k):
         props = OpProps(idname)
@@ -86,6 +92,7 @@ def test_panels_in_every_state(addon, presets_payload):
     panels = addon.panels
     rt = addon.runtime.RUNTIME
     s = bpy.context.scene.distillery
+    addon.properties.sync_presets([])  # as before the first connection (other tests may have loaded them)
     # no backend yet: a fix-it box, no settings
     log = draw(panels.DISTILLERY_PT_main)
     assert ("operator", "distillery.generate") in log

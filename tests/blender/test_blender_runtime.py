@@ -104,10 +104,11 @@ def test_an_error_shows_a_fix_that_works(addon, server):
     bpy.ops.distillery.generate()
     pump_until(addon, lambda: s.job_state == "failed")
     probs = addon.panels.problems(bpy.context)
-    assert [(p.title, p.operator, p.props) for p in probs] == [
+    assert [(p.title, p.actions[0].operator, dict(p.actions[0].props)) for p in probs] == [
         ("Out of GPU memory", "distillery.fix", {"action": "LOWER_RESOLUTION"})]
-    assert "render at 256" in probs[0].detail
     res_key = next(x["key"] for x in server.presets[0]["settings"] if x["key"].endswith(".camera.resolution"))
+    assert probs[0].cause.startswith("out of memory at 512 px") and res_key in probs[0].cause  # names the setting
+    assert probs[0].hint == "render at 256"
     before = server.submitted[-1]
     server.script = server.default_script
     assert bpy.ops.distillery.fix(action="LOWER_RESOLUTION") == {"FINISHED"}
@@ -126,7 +127,7 @@ def test_a_dead_backend_is_noticed_within_10_s_and_offers_a_restart(addon, serve
     pump_until(addon, lambda: rt.view.state == "unresponsive", timeout=12)
     assert time.monotonic() - t0 <= 10.0
     probs = addon.panels.problems(bpy.context)
-    assert probs and probs[0].operator == "distillery.backend_restart"
+    assert probs and probs[0].actions[0].operator == "distillery.backend_restart"
 
 
 def test_a_launched_backend_that_exits_is_reported_dead(addon, tmp_path):
@@ -141,9 +142,12 @@ def test_a_launched_backend_that_exits_is_reported_dead(addon, tmp_path):
     assert time.monotonic() - t0 < 10.0
     assert "exited with code 1" in rt.view.message
     probs = addon.panels.problems(bpy.context)
-    assert probs[0].title == "Backend stopped" and probs[0].operator == "distillery.backend_restart"
+    assert probs[0].title == "Backend stopped"
+    assert [a.operator for a in probs[0].actions] == ["distillery.show_log", "distillery.backend_restart"]
     p.python_path = str(tmp_path / "missing-python")
-    assert addon.panels.problems(bpy.context)[0].title == "Backend not installed"
+    prob = addon.panels.problems(bpy.context)[0]
+    assert prob.title == "Backend not installed"
+    assert [a.operator for a in prob.actions] == ["distillery.venv_install", "distillery.open_preferences"]
 
 
 def test_history_reimport_and_delete(addon, server):
@@ -186,3 +190,51 @@ def test_the_pump_stays_fast_and_off_the_network(addon, server, monkeypatch):
     obj = addon.scene_sync.find_object(s.job_id)
     assert obj[addon.scene_sync.STEP_KEY] == 19 and len(obj.data.vertices) == 100_000
     server.gate.set()
+
+
+def _mesh_ply(ply, n_side: int, z: float, seed: int = 0) -> bytes:
+    """A coloured grid of n_side x n_side vertices at height z, two triangles per cell."""
+    rng = np.random.default_rng(seed)
+    u, v = np.meshgrid(np.linspace(-0.4, 0.4, n_side), np.linspace(-0.4, 0.4, n_side))
+    verts = np.stack([u.ravel(), v.ravel(), np.full(u.size, z)], axis=1).astype(np.float32)
+    idx = np.arange(n_side * n_side).reshape(n_side, n_side)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    faces = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)]).astype(np.int32)
+    colors = rng.uniform(0, 1, (len(verts), 3)).astype(np.float32)
+    return ply.write_mesh(None, verts, faces, colors)
+
+
+def test_a_mesh_job_ends_with_its_final_mesh_replacing_the_snapshots(addon, presets_payload, tmp_path):
+    """Mesh snapshots update one mesh object; the result (kind "mesh") replaces them with the final mesh."""
+    ply = addon.ply
+    snaps = [_mesh_ply(ply, 6 + 2 * i, 0.1 * i, seed=i) for i in range(2)]
+    final = _mesh_ply(ply, 15, 0.5, seed=7)
+    srv = FakeServer(presets_payload, snaps, final, kind="mesh")
+    rt = addon.runtime.RUNTIME
+    rt.use_session_factory(lambda: srv.session_class())
+    token = tmp_path / "token"
+    token.write_text("secret\n")
+    p = prefs(addon)
+    p.mode, p.url, p.token_file = "CONNECT", "http://127.0.0.1:9", str(token)
+    bpy.ops.distillery.backend_start()
+    pump_until(addon, lambda: rt.view.state == "alive")
+    s = bpy.context.scene.distillery
+    s.prompt = "a lamp"
+    bpy.ops.distillery.generate()
+    pump_until(addon, lambda: s.job_state == "succeeded")
+    objs = [o for o in bpy.data.objects if o.get(addon.scene_sync.JOB_KEY) == s.job_id]
+    assert len(objs) == 1  # the snapshots' object, now holding the final mesh
+    obj = objs[0]
+    verts, faces, _ = ply.read_mesh(final)
+    assert obj[addon.scene_sync.KIND_KEY] == "mesh" and obj[addon.scene_sync.STATE_KEY] == "succeeded"
+    assert (len(obj.data.vertices), len(obj.data.polygons)) == (len(verts), len(faces)) == (225, 392)
+    co = np.empty(len(verts) * 3, np.float32)
+    obj.data.vertices.foreach_get("co", co)
+    np.testing.assert_array_equal(co.reshape(-1, 3), verts)
+    assert s.job_kind == "mesh" and s.job_count == 225 and "a mesh of 225 vertices" in s.job_message
+    assert s.history[-1].kind == "mesh" and not addon.panels.problems(bpy.context)
+    # Re-import downloads the final asset again as a mesh
+    assert bpy.ops.distillery.history(action="REIMPORT", index=len(s.history) - 1) == {"FINISHED"}
+    pump_until(addon, lambda: any(o.get(addon.scene_sync.JOB_KEY) == s.job_id + ":reimport" for o in bpy.data.objects))
+    copy = next(o for o in bpy.data.objects if o.get(addon.scene_sync.JOB_KEY) == s.job_id + ":reimport")
+    assert copy.type == "MESH" and len(copy.data.polygons) == 392

@@ -83,6 +83,7 @@ def test_job_streams_to_completion_and_downloads(server, tmp_path):
     assert job["state"] == "succeeded" and job["step"] == 6 and job["attempt"] == 1 and not job["resumed"]
     assert {"asset.ply", "preview.png", "result.json"} <= set(job["artifacts"])
     assert job["result"]["artifacts"]["asset"] == "asset.ply" and job["config"]["stages"][0]["steps"] == 6
+    assert result["kind"] == job["result"]["kind"] == "gaussians"  # how a client decodes asset.ply
 
     # Reconnecting with any last seq gives every later reliable event exactly once, and the newest snapshot.
     full = s.handle(handle.job_id).poll_once()

@@ -73,6 +73,7 @@ def test_other_failures_map_to_their_codes(tmp_path, monkeypatch):
     bad["stages"][0]["camera"]["resolution"] = 99999
     out = worker.execute("cd" * 16, bad, tmp_path)
     assert out["error"]["code"] == "INVALID_CONFIG" and "stages.0.camera.resolution" in out["error"]["message"]
+    assert out["error"]["field"] == "stages.0.camera.resolution"  # the client highlights that setting
 
     def boom(*args, **kwargs):
         raise RuntimeError(f"something broke in {tmp_path}")

@@ -15,8 +15,22 @@ instead of snapping it to its nearest reference, which is what DDIM inversion of
 is the empirical distribution above, exactly.
 
 Guidance: eps_u + s (eps_c - eps_u) (docs/METHODS.md §1.2). The unconditional branch (negative prompt "") covers
-every library object in its default colours with the same per-view selection, so guidance pushes towards
-"this object" and away from "any object", as with a real text-conditioned model.
+every library object in its default colours. With `cfg.unconditional` "view" it keeps the conditional branch's
+per-view selection, so guidance pushes towards "this object" and away from "any object" but never amplifies
+the view signal (kinder than a text prior). With "marginal" it is every object from every view, which is what
+"" means to a text-to-image prior: view words then act only in the conditional branch.
+
+Front bias (`cfg.front_bias` = kappa > 0): every reference carries a prior mass in every branch (added to its
+logit), exp(kappa) for the front bucket's views, exp(-kappa) for the back bucket's and 1 for the others, the way
+a text prior's training data over-represents an object's front. A condition that names a view is uniform
+within its bucket. The exact posterior is far sharper than a trained network's (log-likelihood gaps between
+views are tens to hundreds at mid noise), so the bias acts at mid noise only with kappa of tens: at kappa 30 a
+noised back view at t = 700 is read as a front. With view conditioning off the prior then prefers the front
+from every camera: SDS grows the multi-face (Janus) artefact that text priors show.
+
+Perp-Neg (`cfg.perp_neg`, docs/METHODS.md §1.5): the positive condition is the positional blend of the two nearest
+buckets' reference sets and the two negatives are single buckets, combined with prompting.perp_neg_combine and
+the same decay weights as for the diffusers priors.
 
 View conditioning (`cfg.view_conditioning`), per rendered view:
 - prompt: the references whose view bucket (front/side/back/overhead with the config's thresholds) equals the
@@ -45,7 +59,7 @@ from torch import Tensor
 from backend.config import ReferencePriorConfig
 from backend.core.cameras import Cameras, orbit_position
 from backend.priors.base import Conditioning, ParticleOptions, TrainablePrior, scaled_linear_alphas_cumprod
-from backend.priors.prompting import BUCKETS, interpolation_weights, view_buckets
+from backend.priors.prompting import BUCKETS, interpolation_weights, perp_neg_combine, perp_neg_plan, view_buckets
 from backend.priors.reference.cache import (
     NUM_REFERENCES,
     REFERENCE_AZIMUTH_STEP,
@@ -77,6 +91,10 @@ def support_pixels(margin_px: float = 1.5) -> Tensor:
 class ReferencePrior:
     name = "reference"
     num_train_timesteps = 1000
+    # method.camera_init "auto": PyTorch's init of the particle model's camera MLP. Its residual's zero output
+    # layer already makes phi equal the prior at step 0; a zero camera layer too would keep camera and null
+    # camera equal until both had learnt (ESD == VSD), see particle.py.
+    reference_camera_init = "default"
 
     def __init__(self, cfg: ReferencePriorConfig | None = None, device: torch.device | str = "cpu") -> None:
         self.cfg = cfg if cfg is not None else ReferencePriorConfig()
@@ -86,6 +104,13 @@ class ReferencePrior:
         if not 1 <= self.cfg.camera_neighbours <= NUM_REFERENCES:
             raise ValueError(f"prior.camera_neighbours must be in [1, {NUM_REFERENCES}], got "
                              f"{self.cfg.camera_neighbours}")
+        if self.cfg.perp_neg and self.cfg.view_conditioning != "prompt":
+            raise ValueError(f"prior.perp_neg needs prior.view_conditioning=prompt (Perp-Neg conditions on view "
+                             f"prompts), got {self.cfg.view_conditioning!r}")
+        if self.cfg.unconditional not in ("view", "marginal"):
+            raise ValueError(f"prior.unconditional must be view or marginal, got {self.cfg.unconditional!r}")
+        if not self.cfg.front_bias >= 0:
+            raise ValueError(f"prior.front_bias must be >= 0, got {self.cfg.front_bias}")
         self.device = torch.device(device)
         self.alphas_cumprod = scaled_linear_alphas_cumprod(self.num_train_timesteps).to(self.device)
         self._abar = self.alphas_cumprod.double()
@@ -96,6 +121,11 @@ class ReferencePrior:
                                self.cfg.overhead_threshold)
         self._bucket_index = {b: torch.tensor([i for i, x in enumerate(buckets) if x == b], dtype=torch.long)
                               for b in BUCKETS}
+        # Log prior mass of each reference of a set (front bias), [NUM_REFERENCES] float64: +kappa for the
+        # front bucket, -kappa for the back bucket, 0 for side and overhead views (so a condition that names a
+        # view is uniform within its bucket).
+        side = {"front": 1.0, "back": -1.0, "side": 0.0, "overhead": 0.0}
+        self._bias = self.cfg.front_bias * torch.tensor([side[b] for b in buckets], dtype=torch.float64)
         self._support = support_pixels().to(self.device)
         S = self._support.numel()
         # The bank: every loaded reference set stacked. Row i = [p_i (3 x S), alpha_i (S)] on the support.
@@ -130,22 +160,30 @@ class ReferencePrior:
             self._aa = torch.cat([self._aa, (alpha * alpha).sum(1)])
         return self._offsets[key]
 
+    def _mixture(self, blend: dict[str, float]) -> tuple[Tensor, Tensor]:
+        """The references of the buckets in `blend` (bucket -> weight w_b) with log prior masses
+        log w_b + log p_b(i), p_b the (front-biased) distribution within bucket b, so that the condition is the
+        mixture sum_b w_b p_b (the analogue of a blended text embedding for a prior that is a set of
+        references). Returns (local indices [n], log masses [n] float64)."""
+        idx, mass = [], []
+        for b, w in blend.items():
+            members = self._bucket_index[b]
+            if members.numel() == 0:
+                raise ValueError(f"no reference view falls in the {b!r} bucket")
+            bias = self._bias[members]
+            idx.append(members)
+            mass.append(math.log(w) + bias - torch.logsumexp(bias, 0))
+        return torch.cat(idx), torch.cat(mass)
+
     def _interpolated_selection(self, cams: Cameras) -> tuple[list[Tensor], list[str], list[Tensor]]:
-        """view_embedding=interpolated: per view, the references of the buckets that the positional embedding
-        blends, with log prior masses log(w_b / n_b) so that the condition is the mixture sum_b w_b p_b (the
-        analogue of a blended text embedding for a prior that is a set of references)."""
+        """view_embedding=interpolated: per view, the mixture (see _mixture) of the buckets that the positional
+        embedding blends."""
         blends = interpolation_weights(cams.elevation.cpu(), cams.azimuth.cpu(), self.cfg.overhead_threshold)
         local, names, masses = [], [], []
         for blend in blends:
-            idx, mass = [], []
-            for b, w in blend.items():
-                members = self._bucket_index[b]
-                if members.numel() == 0:
-                    raise ValueError(f"no reference view falls in the {b!r} bucket")
-                idx.append(members)
-                mass.append(torch.full((members.numel(),), math.log(w / members.numel()), dtype=torch.float64))
-            local.append(torch.cat(idx))
-            masses.append(torch.cat(mass))
+            idx, mass = self._mixture(blend)
+            local.append(idx)
+            masses.append(mass)
             names.append(max(blend, key=blend.get))
         return local, names, masses
 
@@ -194,29 +232,57 @@ class ReferencePrior:
         if background is None:
             background = torch.ones(C, 3)
         assert background.shape == (C, 3), f"background {tuple(background.shape)}, expected ({C}, 3)"
-        masses = None
-        if self.cfg.view_embedding == "interpolated" and self.cfg.view_conditioning == "prompt" and \
-                self.cfg.view_prompts:
+        biased = self.cfg.front_bias > 0
+        prompt_views = self.cfg.view_conditioning == "prompt" and self.cfg.view_prompts
+        masses: list[Tensor] | None = None
+        if self.cfg.perp_neg or (self.cfg.view_embedding == "interpolated" and prompt_views):
             local, names, masses = self._interpolated_selection(cams)
         else:
             local, names = self._local_selection(cams)
+            if biased:
+                masses = [self._bias[i] for i in local]
+        everything_local = torch.arange(NUM_REFERENCES)
+        marginal = self.cfg.unconditional == "marginal"
+        # "" is the null condition: what the unconditional branch of negative "" is, for every view.
+        if marginal:
+            unc_local, unc_masses = [everything_local] * C, ([self._bias] * C if biased else None)
+        else:
+            unc_local, unc_masses = local, masses
+        if parsed is None:
+            local, masses = unc_local, unc_masses
         everything = [(o, None) for o in OBJECTS]
         uncond_sets = everything if neg is None else [tuple(neg)]
         cond_offs = [self._offset(*s) for s in (everything if parsed is None else [tuple(parsed)])]
         unc_offs = [self._offset(*s) for s in uncond_sets]
-        cond_index = [torch.cat([o + l for o in cond_offs]).to(self.device) for l in local]
-        uncond_index = [torch.cat([o + l for o in unc_offs]).to(self.device) for l in local]
-        # The plain prompt (no view information): every reference of the object. The particle model's base.
-        plain_index = [torch.cat([o + torch.arange(NUM_REFERENCES) for o in cond_offs]).to(self.device)] * C
-        return Conditioning(prompt, negative, names, data={
+
+        def rows(offs: list[int], sel: list[Tensor]) -> list[Tensor]:
+            return [torch.cat([o + i for o in offs]).to(self.device) for i in sel]
+
+        def mass(offs: list[int], ms: list[Tensor] | None) -> list[Tensor] | None:
+            return None if ms is None else [m.repeat(len(offs)).to(self.device) for m in ms]
+
+        data = {
             "object": None if parsed is None else parsed.obj, "colour": None if parsed is None else parsed.colour,
             "negative_object": None if neg is None else neg.obj,
-            "cond_index": cond_index, "uncond_index": uncond_index, "plain_index": plain_index,
+            "cond_index": rows(cond_offs, local), "uncond_index": rows(unc_offs, unc_local),
+            # The plain prompt (no view information): every reference of the object. The particle model's base.
+            "plain_index": rows(cond_offs, [everything_local] * C),
             "background": background.to(self.device, torch.float64),
-            # Log prior masses of the selected references (interpolated embedding), per view and branch.
-            "cond_log_mass": None if masses is None else [m.repeat(len(cond_offs)).to(self.device) for m in masses],
-            "uncond_log_mass": None if masses is None else [m.repeat(len(unc_offs)).to(self.device) for m in masses],
-        }, background=background)
+            # Log prior masses of the selected references (front bias, interpolated embedding), per view and
+            # branch; None = uniform.
+            "cond_log_mass": mass(cond_offs, masses), "uncond_log_mass": mass(unc_offs, unc_masses),
+            "plain_log_mass": mass(cond_offs, [self._bias] * C if biased else None),
+        }
+        if self.cfg.perp_neg and parsed is not None:
+            # The positive is the interpolated blend above (cond); the negatives are single buckets.
+            plans = [perp_neg_plan(b, a) for b, a in zip(names, cams.azimuth.cpu().tolist(), strict=True)]
+            for k in range(2):
+                sel = [self._mixture({p.negatives[k]: 1.0}) for p in plans]
+                data[f"neg{k}_index"] = rows(cond_offs, [i for i, _ in sel])
+                data[f"neg{k}_log_mass"] = mass(cond_offs, [m for _, m in sel])
+            data["perp_weights"] = torch.tensor([p.weights for p in plans], dtype=torch.float64,
+                                                device=self.device)  # [C, 2]
+        return Conditioning(prompt, negative, names, data=data, background=background)
 
     def references(self, cond: Conditioning, view: int, branch: str = "cond") -> Tensor:
         """The selected references of one view composited over its background, in the prior's space
@@ -318,9 +384,13 @@ class ReferencePrior:
 
     def predict_eps(self, x_t: Tensor, t: Tensor, cond: Conditioning, guidance_scale: float = 1.0) -> Tensor:
         """eps_u + s (eps_c - eps_u) with the exact posterior-mean denoiser; s = 1 evaluates only the
-        conditional branch, s = 0 only the unconditional one. [B, 3, 64, 64] in the dtype of x_t."""
+        conditional branch, s = 0 only the unconditional one. With Perp-Neg (a prompt that names an object):
+        eps_u + s (e_pos + sum_i w_i perp(e_i, e_pos)). [B, 3, 64, 64] in the dtype of x_t."""
         s = float(guidance_scale)
-        if s == 1.0:
+        if "perp_weights" in cond.data and s != 0.0:
+            _, _, (eps_c, eps_u, eps_n0, eps_n1) = self._posterior(x_t, t, cond, ["cond", "uncond", "neg0", "neg1"])
+            eps = perp_neg_combine(eps_u, eps_c, [eps_n0, eps_n1], cond.data["perp_weights"], s)
+        elif s == 1.0:
             _, _, (eps,) = self._posterior(x_t, t, cond, ["cond"])
         elif s == 0.0:
             _, _, (eps,) = self._posterior(x_t, t, cond, ["uncond"])
