@@ -1,4 +1,4 @@
-"""`distillery`: generate | presets | evaluate | bench | serve | models.
+"""`distillery`: generate | batch | presets | evaluate | bench | serve | models.
 
 Exit codes: 0 success, 1 the job failed (diverged, internal error), 2 bad input or a fault found before or
 outside the job (unknown option, setting, preset or prompt; a job over the memory budget; an output folder that
@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="refuse a job whose estimated peak memory exceeds this fraction of the memory available "
                         "now (default 0.8, or $DISTILLERY_MEMORY_FRACTION)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    _batch_args(sub)
 
     pr = sub.add_parser("presets", help="list presets, or every setting of one")
     pr.add_argument("name", nargs="?", help="show every setting of this preset")
@@ -101,6 +103,25 @@ def _serve_args(sub: Any) -> None:
                         "(default 0.8, or $DISTILLERY_MEMORY_FRACTION); the worker runs under this limit too")
     s.add_argument("--request-timeout", type=float, default=10.0, metavar="S",
                    help="close a connection that has not sent a whole request within S seconds (default 10)")
+
+
+def _batch_args(sub: Any) -> None:
+    b = sub.add_parser("batch", help="generate prompts x presets x seeds, on this machine or a Ray cluster "
+                                     "(docs/SCALE.md)")
+    b.add_argument("prompts", type=Path, metavar="PROMPTS", help="text file, one prompt a line (# comments)")
+    b.add_argument("--presets", required=True, help="comma-separated preset names, e.g. gaussian-sds-quick,jsd-quick")
+    b.add_argument("--seeds", default="0", help="comma-separated seeds or ranges, e.g. 0,1,2 or 0-3 (default 0)")
+    b.add_argument("--out", type=Path, required=True, help="batch folder: a folder per job, results.jsonl, "
+                   "index.html (on a cluster: a path every node sees, e.g. an NFS mount)")
+    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of every job (repeatable)")
+    b.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",
+                   help="run on Ray: 'local' starts a local instance of --workers CPUs, 'auto' or an address "
+                        "(ray://host:10001, host:6379) joins a cluster; without it: worker processes here")
+    b.add_argument("--workers", type=int, default=None, help="worker processes here (default: the CPU cores, or "
+                   "the GPUs for GPU presets); with --ray local: the instance's CPUs; with a cluster: GPU actors")
+    b.add_argument("--no-dashboard", action="store_true", help="--ray local without the Ray dashboard")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _job_args(p: argparse.ArgumentParser) -> None:
@@ -228,6 +249,26 @@ def _say(bar: Any, text: str) -> None:
         bar.write(text)
     else:
         print(text)
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from backend.batch.driver import BatchOptions, run_batch
+    from backend.batch.plan import BatchInputError
+
+    opts = BatchOptions(prompts_file=args.prompts, presets=[p.strip() for p in args.presets.split(",") if p.strip()],
+                        seeds=args.seeds, out=args.out, overrides=args.overrides, ray=args.ray,
+                        workers=args.workers, dashboard=not args.no_dashboard, quiet=args.quiet)
+    try:
+        s = run_batch(opts)
+    except BatchInputError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{s.jobs} jobs: {s.ok} ok, {s.failed} failed ({s.skipped} done before this run); results {s.results}, "
+          f"gallery {s.gallery}")
+    if s.interrupted:
+        print("interrupted; run the same command again to run the rest (finished jobs are skipped, started ones "
+              "resume from their checkpoints)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if s.failed else EXIT_OK
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -534,8 +575,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"generate": cmd_generate, "presets": cmd_presets, "evaluate": cmd_evaluate, "bench": cmd_bench,
-            "serve": cmd_serve, "models": cmd_models}
+COMMANDS = {"generate": cmd_generate, "batch": cmd_batch, "presets": cmd_presets, "evaluate": cmd_evaluate,
+            "bench": cmd_bench, "serve": cmd_serve, "models": cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
 ./scripts/bootstrap_blender.sh
+./scripts/bootstrap_chromium.sh
 .venv/bin/ruff check .
 
 blender_suite() {

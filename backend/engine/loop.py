@@ -111,12 +111,15 @@ def _try_lock(f: Any) -> None:
 
 def run_job(cfg: JobConfig, out_dir: Path, emit: Emit | None = None, should_cancel: Callable[[], bool] | None = None,
             job_id: str = "", resume: bool = True, timings: Timings | None = None,
-            wait_for_lock: bool = False, check_memory: bool = True) -> dict[str, Any]:
+            wait_for_lock: bool = False, check_memory: bool = True,
+            prior_cache: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every stage of `cfg`, writing artifacts under `out_dir`; returns the result (also result.json).
     Resumes from the newest good checkpoint in `out_dir/checkpoints` when `resume` is set. One run at a time
     writes a folder: another run holding it raises OutputBusy (or is waited for with `wait_for_lock`). A job
     whose estimated peak memory exceeds the budget raises MemoryBudgetError before anything is written, unless
-    `check_memory` is off (scripts that measure the peaks)."""
+    `check_memory` is off (scripts that measure the peaks). `prior_cache`, a dict the caller keeps between jobs
+    (a batch worker), holds loaded priors so their weights load once per process; None loads them for this job
+    only."""
     if check_memory:
         memory.check_budget(cfg)
     emit = emit or (lambda e: None)
@@ -125,11 +128,11 @@ def run_job(cfg: JobConfig, out_dir: Path, emit: Emit | None = None, should_canc
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(out_dir, wait=wait_for_lock):
-        return _run_job_locked(cfg, out_dir, emit, should_cancel, job_id, resume, timings)
+        return _run_job_locked(cfg, out_dir, emit, should_cancel, job_id, resume, timings, prior_cache)
 
 
 def _run_job_locked(cfg: JobConfig, out_dir: Path, emit: Emit, should_cancel: Callable[[], bool], job_id: str,
-                    resume: bool, timings: Timings) -> dict[str, Any]:
+                    resume: bool, timings: Timings, prior_cache: dict[str, Any] | None) -> dict[str, Any]:
     ckpt_root = out_dir / "checkpoints"
     checkpoint.clean_temporaries(ckpt_root)
     device = select_device(cfg.device)
@@ -148,8 +151,9 @@ def _run_job_locked(cfg: JobConfig, out_dir: Path, emit: Emit, should_cancel: Ca
             offset += stage_cfg.steps  # finished before the checkpoint; its result is in the checkpoint
             continue
         previous = stage.optimizer if stage is not None else None
-        stage = _build_stage(cfg, index, stage_cfg, offset, device, rep, priors, cam_gen, noise_gen, init_gen,
-                             timings, ckpt_state if ckpt_meta and ckpt_meta["stage"] == index else None, previous)
+        stage = _build_stage(cfg, index, stage_cfg, offset, device, rep, priors, prior_cache, cam_gen, noise_gen,
+                             init_gen, timings, ckpt_state if ckpt_meta and ckpt_meta["stage"] == index else None,
+                             previous)
         start = 0
         state = "running"
         if ckpt_meta and ckpt_meta["stage"] == index:
@@ -178,12 +182,23 @@ def _skip_reporter(emit: Emit, job_id: str) -> Callable[[Path, str], None]:
 
 
 def _build_stage(cfg: JobConfig, index: int, sc: StageConfig, offset: int, device: torch.device, rep: Any,
-                 priors: dict, cam_gen: torch.Generator, noise_gen: torch.Generator, init_gen: torch.Generator,
-                 timings: Timings, ckpt_state: dict | None, previous: torch.optim.Optimizer | None = None) -> Stage:
+                 priors: dict, prior_cache: dict | None, cam_gen: torch.Generator, noise_gen: torch.Generator,
+                 init_gen: torch.Generator, timings: Timings, ckpt_state: dict | None,
+                 previous: torch.optim.Optimizer | None = None) -> Stage:
     key = json.dumps(to_dict(sc.prior), sort_keys=True)
     if key not in priors:  # stages that share a prior share its loaded weights
-        priors[key] = registry.resolve(registry.PRIORS, sc.prior.name)(sc.prior, device)
+        # A prior whose UNet carries this job's LoRA (single-model VSD) is never shared with another job.
+        cache = prior_cache if not getattr(sc.method, "share_prior_unet", False) else None
+        cache_key = f"{device}|{key}"
+        if cache is not None and cache_key in cache:
+            priors[key] = cache[cache_key]
+            if hasattr(priors[key], "generator"):  # as a freshly loaded prior: results do not depend on job order
+                priors[key].generator.manual_seed(0)
+        else:
+            priors[key] = registry.resolve(registry.PRIORS, sc.prior.name)(sc.prior, device)
         priors[key].prepare(cfg.prompt, cfg.negative_prompt)
+        if cache is not None:
+            cache[cache_key] = priors[key]
     prior = TimedPrior(priors[key], timings)
     method = registry.resolve(registry.METHODS, sc.method.name)(sc.method, prior, sc.steps, noise_gen)
     if _nonzero_weight(sc.adversarial.weight):
