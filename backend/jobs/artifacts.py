@@ -13,12 +13,12 @@ import re
 import stat
 from pathlib import Path
 
-FINAL_NAMES = ("asset.ply", "preview.png", "turntable.gif", "turntable.png", "result.json")
-_NAME = re.compile(r"^(?:asset\.ply|preview\.png|turntable\.gif|turntable\.png|result\.json|"
+FINAL_NAMES = ("asset.ply", "asset.glb", "preview.png", "turntable.gif", "turntable.png", "result.json")
+_NAME = re.compile(r"^(?:asset\.ply|asset\.glb|preview\.png|turntable\.gif|turntable\.png|result\.json|"
                    r"snapshot-[0-9]{6,9}\.ply|preview-[0-9]{6,9}\.png)$")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 MEDIA_TYPES = {".ply": "application/octet-stream", ".png": "image/png", ".gif": "image/gif",
-               ".json": "application/json"}
+               ".json": "application/json", ".glb": "model/gltf-binary"}
 
 
 def valid_name(name: str) -> bool:
