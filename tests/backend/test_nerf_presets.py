@@ -95,25 +95,13 @@ def test_stage_conversions_are_checked():
         apply_overrides(cfg, {"stages.0.representation.name": "dmtet", "stages.1.representation.name": "nerf"})
 
 
-def test_full_presets_appear_and_validate_once_a_stable_diffusion_prior_config_exists(monkeypatch):
-    from dataclasses import dataclass
-
-    import backend.config as config
-
-    assert "real3d" not in presets.names() or presets.FULL_PRIOR in config.PRIOR_CONFIGS
-
-    @dataclass
-    class StubSD(config.PriorConfig):
-        name: str = presets.FULL_PRIOR
-
-    monkeypatch.setitem(config.PRIOR_CONFIGS, presets.FULL_PRIOR, StubSD)
-    built = {p.name: p for p in presets._full_presets()}
-    assert set(built) == {"dreamfusion", "magic3d", "real3d"} and all(p.needs_gpu for p in built.values())
-    real3d = config.validate(built["real3d"].build())
-    st = real3d.stages[0]
+def test_full_nerf_presets_run_on_stable_diffusion_with_their_papers_settings():
+    built = {name: presets.get(name) for name in ("dreamfusion", "magic3d", "real3d")}
+    assert all(presets.PRESETS[name].needs_gpu for name in built)
+    assert all(s.prior.name == "stable-diffusion" for cfg in built.values() for s in cfg.stages)
+    st = built["real3d"].stages[0]
     assert st.renderer == "dual" and st.prior.view_embedding == "interpolated"
     assert st.adversarial.weight == 0.01 and st.optim.optimizer == "adan" and st.camera.views == 2
     assert st.method.guidance_scale == 101.0  # threestudio's 100 in the project's guidance form
-    magic = config.validate(built["magic3d"].build())
-    assert [s.representation.name for s in magic.stages] == ["nerf", "dmtet"]
-    assert config.validate(built["dreamfusion"].build()).stages[0].background == "learned"
+    assert [s.representation.name for s in built["magic3d"].stages] == ["nerf", "dmtet"]
+    assert built["dreamfusion"].stages[0].background == "learned"
