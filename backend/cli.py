@@ -334,7 +334,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from backend.config import apply_overrides
-    from backend.engine.loop import Timings, run_job
+    from backend.engine.loop import run_job
+    from backend.engine.stage import Timings
 
     cfg = _build_config(args, args.prompt)
     if args.random_prior:

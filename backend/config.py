@@ -11,29 +11,33 @@ Conventions every field follows:
 - Timestep bounds are fractions of the prior's 1000 training timesteps.
 
 `from_dict` builds a config from JSON and rejects unknown keys; `validate` re-checks every field and the
-cross-field rules; both raise ConfigError naming the field and its allowed values.
+cross-field rules; both raise ConfigError naming the field and its allowed values. The generic machinery they
+use (walking a settings tree, building it from JSON, overrides) is backend/core/settings.py; this module holds
+the tree itself and the rules that concern several of its fields.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 from backend.core.settings import (
     ConfigError,
-    SettingInfo,
-    coerce,
-    default_of,
-    field_kind,
-    is_section,
+    build,
+    check_fields,
+    family,
+    override,
     section,
+    section_list,
     setting,
 )
+from backend.core.settings import settings_of as settings_of  # re-exported: the flattened settings of a config
+from backend.core.settings import to_dict as to_dict  # re-exported: a config as JSON-ready dicts
 
 MAX_PROMPT_CHARS = 4096
 MAX_INIT_POINTS = 20000
+MAX_STAGES = 8
 
 
 # ---------------------------------------------------------------------------------------------- priors
@@ -349,11 +353,11 @@ class GaussiansConfig(RepresentationConfig):
 
 
 @dataclass
-class NeRFConfig(RepresentationConfig):
-    """A NeRF (METHODS.md §3.2): a multiresolution hash-grid field with density and albedo heads, rendered by
-    volume rendering with occupancy-grid skipping; exported as a mesh by marching cubes."""
+class FieldConfig(RepresentationConfig):
+    """The hash-grid field NeRF and DMTet share (METHODS.md §3.2): density and albedo heads, normals and shading,
+    the occupancy grid of volume rendering, learning rates."""
 
-    name: str = "nerf"
+    name: str = "field"
     radius: float = setting(2.0, "The field lives in the cube [-radius, radius]^3", lo=0.1, hi=100, unit="world")
     grid_levels: int = setting(16, "Hash-grid levels", lo=1, hi=32)
     grid_features: int = setting(2, "Features per hash-grid level", lo=1, hi=8)
@@ -390,6 +394,19 @@ class NeRFConfig(RepresentationConfig):
     field_lr: float = setting(0.01, "Learning rate of the hash grid and the heads", lo=0, hi=1)
     background_lr: float = setting(0.001, "Learning rate of the learned background (stage background=learned)",
                                    lo=0, hi=1)
+
+
+# Settings that shape the field: a DMTet stage continuing a NeRF stage keeps its field, so they must agree.
+FIELD_SETTINGS = ("radius", "grid_levels", "grid_features", "grid_log2_table", "grid_base_resolution", "grid_scale",
+                  "hidden", "blob_density", "blob_radius", "occupancy_resolution")
+
+
+@dataclass
+class NeRFConfig(FieldConfig):
+    """A NeRF (METHODS.md §3.2): the hash-grid field rendered by volume rendering with occupancy-grid skipping;
+    exported as a mesh by marching cubes."""
+
+    name: str = "nerf"
     export_resolution: int = setting(256, "Marching-cubes grid of the final mesh", lo=16, hi=512)
     snapshot_resolution: int = setting(64, "Marching-cubes grid of the streamed snapshots", lo=16, hi=512)
     export_threshold: float = setting(25.0, "Density level of the exported surface (0 = auto: the mean density "
@@ -400,9 +417,9 @@ class NeRFConfig(RepresentationConfig):
 
 
 @dataclass
-class DMTetConfig(NeRFConfig):
+class DMTetConfig(FieldConfig):
     """A DMTet mesh (METHODS.md §3.3): SDF and bounded deformation on a tetrahedral grid, extracted by
-    differentiable marching tetrahedra and rasterised; colour from a hash-grid field (the NeRF settings).
+    differentiable marching tetrahedra and rasterised; colour from the hash-grid field (FieldConfig).
     geometry=sdf keeps its own SDF (initialised from a NeRF stage or a sphere); geometry=density takes the SDF
     from the field's density minus `density_threshold` (Real3D's one field with two renderers)."""
 
@@ -552,13 +569,10 @@ class StageConfig:
 
     name: str = setting("main", "Stage name shown in progress", kind="str")
     steps: int = setting(1000, "Optimisation steps of this stage", lo=1, hi=100_000, advanced=False)
-    prior: PriorConfig = field(default_factory=ReferencePriorConfig,
-                               metadata={"section": True, "family": "prior", "help": "The 2D diffusion prior"})
-    method: MethodConfig = field(default_factory=SDSConfig,
-                                 metadata={"section": True, "family": "method", "help": "The update rule"})
-    representation: RepresentationConfig = field(
-        default_factory=GaussiansConfig,
-        metadata={"section": True, "family": "representation", "help": "What is optimised"})
+    prior: PriorConfig = family(PRIOR_CONFIGS, ReferencePriorConfig, "prior", "The 2D diffusion prior")
+    method: MethodConfig = family(METHOD_CONFIGS, SDSConfig, "method", "The update rule")
+    representation: RepresentationConfig = family(REPRESENTATION_CONFIGS, GaussiansConfig, "representation",
+                                                  "What is optimised")
     renderer: str = setting("auto", "Renderer; auto picks the GPU kernel when available (announced, never "
                             "silent); dual renders DMTet's shared field both by volume and as a mesh (Real3D)",
                             choices=("auto", "torch", "gsplat", "nvdiffrast", "dual"))
@@ -620,8 +634,8 @@ class JobConfig:
                         advanced=False)
     device: str = setting("auto", "Compute device: auto (CUDA when available), cpu or cuda",
                           choices=("auto", "cpu", "cuda"))
-    stages: list = field(default_factory=lambda: [StageConfig()],
-                         metadata={"help": "Optimisation stages, run in order", "stages": True})
+    stages: list = section_list(StageConfig, lambda: [StageConfig()], "Optimisation stages, run in order",
+                                max_items=MAX_STAGES, item_name="stage")
     output: OutputConfig = section(OutputConfig, "What is written and streamed, and how often")
 
     @property
@@ -649,100 +663,20 @@ FAMILIES: dict[str, dict[str, type]] = {
 }
 
 
-# ---------------------------------------------------------------------------------------------- walking
-
-
-def _leaf_info(key: str, f: dataclasses.Field, value: Any) -> SettingInfo:
-    m = f.metadata
-    return SettingInfo(key=key, kind=field_kind(f), default=copy.deepcopy(value), help=m.get("help", ""),
-                       lo=m.get("lo"), hi=m.get("hi"), choices=m.get("choices"), unit=m.get("unit", ""),
-                       advanced=m.get("advanced", True))
-
-
-def _name_info(key: str, family: str, value: str) -> SettingInfo:
-    return SettingInfo(key=key, kind="str", default=value, help=f"Which {family} to use",
-                       choices=tuple(FAMILIES[family]), advanced=False)
-
-
-def settings_of(obj: Any, prefix: str = "") -> list[SettingInfo]:
-    """Every leaf setting of a config object, flattened, with the object's values as defaults."""
-    out: list[SettingInfo] = []
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        key = f"{prefix}{f.name}"
-        if f.metadata.get("stages"):
-            for i, st in enumerate(value):
-                out.extend(settings_of(st, f"{key}.{i}."))
-        elif f.metadata.get("family"):
-            out.append(_name_info(f"{key}.name", f.metadata["family"], value.name))
-            out.extend(s for s in settings_of(value, f"{key}.") if not s.key.endswith(".name"))
-        elif is_section(f):
-            out.extend(settings_of(value, f"{key}."))
-        elif f.name == "name" and "help" not in f.metadata:
-            continue  # the discriminator of a family section, reported by _name_info
-        else:
-            out.append(_leaf_info(key, f, value))
-    return out
-
-
-def to_dict(obj: Any) -> dict[str, Any]:
-    """JSON-ready dict (pairs and schedules as lists)."""
-    return copy.deepcopy(dataclasses.asdict(obj))
+# ---------------------------------------------------------------------------------------------- JSON, checks, overrides
 
 
 def from_dict(data: dict[str, Any]) -> JobConfig:
     """Build and validate a JobConfig from JSON data; unknown keys and bad values raise ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError("config", "expected a JSON object")
-    cfg = _build(JobConfig, data, "")
-    validate(cfg)
-    return cfg
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(prefix.rstrip(".") or "config", f"expected an object, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    for k in data:
-        if k not in known:
-            raise ConfigError(f"{prefix}{k}", "unknown setting", ", ".join(sorted(known)))
-    kwargs: dict[str, Any] = {}
-    for name, f in known.items():
-        key = f"{prefix}{name}"
-        if name not in data:
-            continue
-        value = data[name]
-        if f.metadata.get("stages"):
-            if not isinstance(value, list) or not value:
-                raise ConfigError(key, "expected a non-empty list of stages")
-            if len(value) > 8:
-                raise ConfigError(key, f"at most 8 stages, got {len(value)}")
-            kwargs[name] = [_build(StageConfig, st, f"{key}.{i}.") for i, st in enumerate(value)]
-        elif f.metadata.get("family"):
-            family = f.metadata["family"]
-            if not isinstance(value, dict):
-                raise ConfigError(key, "expected an object")
-            sub_name = value.get("name", default_of(f).name)
-            table = FAMILIES[family]
-            if sub_name not in table:
-                raise ConfigError(f"{key}.name", f"unknown {family} {sub_name!r}", ", ".join(table))
-            kwargs[name] = _build(table[sub_name], value, f"{key}.")
-        elif is_section(f):
-            kwargs[name] = _build(f.default_factory, value, f"{key}.")  # type: ignore[arg-type]
-        elif name == "name" and "help" not in f.metadata:
-            if value != default_of(f):
-                raise ConfigError(key, f"does not match this section ({default_of(f)!r})")
-            kwargs[name] = value
-        else:
-            m = f.metadata
-            kwargs[name] = coerce(key, field_kind(f), value, m.get("lo"), m.get("hi"), m.get("choices"))
-    return cls(**kwargs)
+    return validate(build(JobConfig, data))
 
 
 def validate(cfg: JobConfig) -> JobConfig:
     """Check every field (range, choices, kind) and the cross-field rules; raise ConfigError on the first
     problem. Returns the config for chaining."""
-    _validate_fields(cfg, "")
+    check_fields(cfg)
     if len(cfg.prompt) > MAX_PROMPT_CHARS:
         raise ConfigError("prompt", f"{len(cfg.prompt)} characters is too long", f"at most {MAX_PROMPT_CHARS}")
     if len(cfg.negative_prompt) > MAX_PROMPT_CHARS:
@@ -774,8 +708,6 @@ def validate(cfg: JobConfig) -> JobConfig:
             raise ConfigError(f"{p}representation.name", f"a {rep} stage cannot continue a {prev} stage",
                               ", ".join([prev, *starts]))
         if prev == "nerf" and rep == "dmtet":
-            from backend.representations.dmtet import FIELD_SETTINGS
-
             before = cfg.stages[i - 1].representation
             for k in FIELD_SETTINGS:
                 if getattr(st.representation, k) != getattr(before, k):
@@ -791,7 +723,7 @@ def validate(cfg: JobConfig) -> JobConfig:
             if st.prior.name == "reference":
                 raise ConfigError(f"{p}background", "the reference prior composites its references over solid "
                                   "colours", "white, black, gray")
-        uses_normals = isinstance(st.representation, NeRFConfig) and st.representation.normals != "none"
+        uses_normals = isinstance(st.representation, FieldConfig) and st.representation.normals != "none"
         if not uses_normals and _nonzero(st.regularisers.orientation):
             raise ConfigError(f"{p}regularisers.orientation", "needs a nerf or dmtet with normals", "0")
     return cfg
@@ -804,107 +736,11 @@ def _nonzero(spec: Any) -> bool:
     return any(isinstance(x, int | float) and x != 0 for x in list(spec)[-3:-1])
 
 
-def _validate_fields(obj: Any, prefix: str) -> None:
-    for f in fields(obj):
-        key = f"{prefix}{f.name}"
-        value = getattr(obj, f.name)
-        if f.metadata.get("stages"):
-            for i, st in enumerate(value):
-                if not isinstance(st, StageConfig):
-                    raise ConfigError(f"{key}.{i}", "expected a stage")
-                _validate_fields(st, f"{key}.{i}.")
-        elif f.metadata.get("family"):
-            table = FAMILIES[f.metadata["family"]]
-            if type(value) is not table.get(getattr(value, "name", None)):
-                raise ConfigError(f"{key}.name", f"unknown {f.metadata['family']}", ", ".join(table))
-            _validate_fields(value, f"{key}.")
-        elif is_section(f):
-            _validate_fields(value, f"{key}.")
-        elif f.name == "name" and "help" not in f.metadata:
-            continue
-        else:
-            m = f.metadata
-            setattr(obj, f.name, coerce(key, field_kind(f), value, m.get("lo"), m.get("hi"), m.get("choices")))
-
-
 # ---------------------------------------------------------------------------------------------- overrides
 
 
 def apply_overrides(cfg: JobConfig, overrides: dict[str, Any] | list[str]) -> JobConfig:
-    """Apply `key=value` overrides to a copy of `cfg` and validate the result.
-
-    Keys are dotted paths as `distillery presets PRESET` lists them. A stage key without the `stages.N.` prefix
-    (e.g. `method.guidance_scale`) applies to every stage that has that setting. Setting a family's `name`
-    (e.g. `prior.name=reference`) replaces that section with the new kind's defaults before other keys apply.
-    """
-    if isinstance(overrides, list):
-        pairs: dict[str, Any] = {}
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(item, "expected key=value")
-            k, v = item.split("=", 1)
-            pairs[k.strip()] = v.strip()
-        overrides = pairs
-    cfg = copy.deepcopy(cfg)
-    ordered = sorted(overrides.items(), key=lambda kv: not kv[0].endswith(".name"))
-    for key, value in ordered:
-        parts = key.split(".")
-        if parts[0] == "stages":
-            if len(parts) < 3 or not parts[1].isdigit() or int(parts[1]) >= len(cfg.stages):
-                raise ConfigError(key, "no such stage", f"stages.0 .. stages.{len(cfg.stages) - 1}")
-            _set_path(cfg.stages[int(parts[1])], parts[2:], value, key)
-        elif parts[0] in {f.name for f in fields(JobConfig)}:
-            _set_path(cfg, parts, value, key)
-        elif parts[0] in {f.name for f in fields(StageConfig)}:
-            hits = 0
-            for st in cfg.stages:
-                if _has_path(st, parts):
-                    _set_path(st, parts, value, key)
-                    hits += 1
-            if not hits:
-                raise ConfigError(key, "no stage of this preset has this setting", _known_keys(cfg))
-        else:
-            raise ConfigError(key, "unknown setting", _known_keys(cfg))
-    return validate(cfg)
-
-
-def _known_keys(cfg: JobConfig) -> str:
-    keys = sorted({s.key.split(".", 2)[2] if s.key.startswith("stages.") else s.key for s in settings_of(cfg)})
-    return "see `distillery presets PRESET` for all; e.g. " + ", ".join(keys[:12]) + ", ..."
-
-
-def _has_path(obj: Any, parts: list[str]) -> bool:
-    for p in parts:
-        if not dataclasses.is_dataclass(obj) or p not in {f.name for f in fields(obj)}:
-            return False
-        obj = getattr(obj, p)
-    return True
-
-
-def _set_path(obj: Any, parts: list[str], value: Any, full_key: str) -> None:
-    if isinstance(obj, StageConfig) and len(parts) == 2 and parts[1] == "name" and parts[0] in FAMILIES:
-        _switch_family(obj, parts[0], str(value), full_key)
-        return
-    for p in parts[:-1]:
-        names = {f.name for f in fields(obj)}
-        if p not in names:
-            raise ConfigError(full_key, "unknown setting", ", ".join(sorted(names)))
-        obj = getattr(obj, p)
-    last = parts[-1]
-    fmap = {f.name: f for f in fields(obj)}
-    if last not in fmap:
-        raise ConfigError(full_key, "unknown setting", ", ".join(sorted(fmap)))
-    f = fmap[last]
-    if f.metadata.get("family") or is_section(f) or f.metadata.get("stages"):
-        raise ConfigError(full_key, "is a section; set one of its fields")
-    m = f.metadata
-    setattr(obj, last, coerce(full_key, field_kind(f), value, m.get("lo"), m.get("hi"), m.get("choices")))
-
-
-def _switch_family(stage: StageConfig, family: str, name: str, key: str) -> None:
-    """`prior.name=X`: replace the section with X's defaults (a no-op when it already is X)."""
-    table = FAMILIES[family]
-    if name not in table:
-        raise ConfigError(key, f"unknown {family} {name!r}", ", ".join(table))
-    if getattr(stage, family).name != name:
-        setattr(stage, family, table[name]())
+    """Apply `key=value` overrides to a copy of `cfg` and validate the result (core/settings.py `override`:
+    keys as `distillery presets PRESET` lists them; a stage key without `stages.N.` applies to every stage that
+    has it; `prior.name=X` switches the section to X's defaults first)."""
+    return validate(override(cfg, overrides))

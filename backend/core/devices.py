@@ -54,3 +54,15 @@ def select_device(choice: str) -> torch.device:
                                f"{info.torch_version}); use device=auto or device=cpu")
         return torch.device("cuda")
     return torch.device("cuda" if info.cuda else "cpu")
+
+
+def kernel_status(name: str) -> tuple[bool, str]:
+    """Whether the GPU kernel behind renderer `name` can be used here, and why not."""
+    info = probe()
+    if name == "gsplat":
+        return info.gsplat, info.gsplat_error
+    if name == "nvdiffrast":
+        if importlib.util.find_spec("nvdiffrast") is None:
+            return False, "nvdiffrast is not installed (it compiles its CUDA kernels on first use)"
+        return info.cuda, "" if info.cuda else "nvdiffrast needs CUDA"
+    return False, f"no GPU kernel named {name}"

@@ -12,6 +12,7 @@ the stage; see core/schedules.py) and `points` (an optional list of [x, y, z]).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import types
@@ -273,3 +274,219 @@ def default_of(f: dataclasses.Field) -> Any:
     if f.default_factory is not MISSING:
         return f.default_factory()
     return None
+
+
+# ---------------------------------------------------------------------------------------------- settings trees
+#
+# A settings tree is a dataclass whose fields are settings (`setting`), sections (`section`), family sections
+# (`family`: one of several dataclasses, chosen by its `name`) and lists of sections (`section_list`). The
+# functions below walk any such tree: flatten it (`settings_of`), build it from JSON (`build`), check every
+# leaf (`check_fields`) and apply `key=value` overrides (`override`). Cross-field rules belong to the tree's
+# owner (backend/config.py).
+
+
+def family(table: dict[str, type], default: type, family_name: str, help: str) -> Any:
+    """A section that is one of the dataclasses of `table`, chosen by its `name` field."""
+    return field(default_factory=default,
+                 metadata={"section": True, "family": family_name, "table": table, "help": help})
+
+
+def section_list(item: type, default: Any, help: str, max_items: int, item_name: str) -> Any:
+    """A non-empty list of sections of type `item` (at most `max_items`; each called `item_name` in messages);
+    `default` makes the default list."""
+    return field(default_factory=default,
+                 metadata={"help": help, "items": item, "max_items": max_items, "item_name": item_name})
+
+
+def _is_discriminator(f: dataclasses.Field) -> bool:
+    """The `name` field of a family member: reported and switched through its family, not as a setting."""
+    return f.name == "name" and "help" not in f.metadata
+
+
+def _leaf_info(key: str, f: dataclasses.Field, value: Any) -> SettingInfo:
+    m = f.metadata
+    return SettingInfo(key=key, kind=field_kind(f), default=copy.deepcopy(value), help=m.get("help", ""),
+                       lo=m.get("lo"), hi=m.get("hi"), choices=m.get("choices"), unit=m.get("unit", ""),
+                       advanced=m.get("advanced", True))
+
+
+def settings_of(obj: Any, prefix: str = "") -> list[SettingInfo]:
+    """Every leaf setting of a settings tree, flattened, with the object's values as defaults."""
+    out: list[SettingInfo] = []
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if f.metadata.get("items"):
+            for i, item in enumerate(value):
+                out.extend(settings_of(item, f"{key}.{i}."))
+        elif f.metadata.get("family"):
+            out.append(SettingInfo(key=f"{key}.name", kind="str", default=value.name,
+                                   help=f"Which {f.metadata['family']} to use",
+                                   choices=tuple(f.metadata["table"]), advanced=False))
+            out.extend(settings_of(value, f"{key}."))
+        elif is_section(f):
+            out.extend(settings_of(value, f"{key}."))
+        elif _is_discriminator(f):
+            continue
+        else:
+            out.append(_leaf_info(key, f, value))
+    return out
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """JSON-ready dict of a settings tree (pairs and schedules as lists)."""
+    return copy.deepcopy(dataclasses.asdict(obj))
+
+
+def build(cls: type, data: Any, prefix: str = "") -> Any:
+    """A settings tree of type `cls` from JSON data; unknown keys and bad values raise ConfigError. Missing keys
+    keep their defaults. Cross-field rules are not checked here."""
+    if not isinstance(data, dict):
+        raise ConfigError(prefix.rstrip(".") or "config", f"expected an object, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    for k in data:
+        if k not in known:
+            raise ConfigError(f"{prefix}{k}", "unknown setting", ", ".join(sorted(known)))
+    kwargs: dict[str, Any] = {}
+    for name, f in known.items():
+        if name not in data:
+            continue
+        key = f"{prefix}{name}"
+        value = data[name]
+        m = f.metadata
+        if m.get("items"):
+            if not isinstance(value, list) or not value:
+                raise ConfigError(key, f"expected a non-empty list of {name}")
+            if len(value) > m["max_items"]:
+                raise ConfigError(key, f"at most {m['max_items']} {name}, got {len(value)}")
+            kwargs[name] = [build(m["items"], item, f"{key}.{i}.") for i, item in enumerate(value)]
+        elif m.get("family"):
+            if not isinstance(value, dict):
+                raise ConfigError(key, "expected an object")
+            member = value.get("name", default_of(f).name)
+            table = m["table"]
+            if member not in table:
+                raise ConfigError(f"{key}.name", f"unknown {m['family']} {member!r}", ", ".join(table))
+            kwargs[name] = build(table[member], value, f"{key}.")
+        elif is_section(f):
+            kwargs[name] = build(f.default_factory, value, f"{key}.")  # type: ignore[arg-type]
+        elif _is_discriminator(f):
+            if value != default_of(f):
+                raise ConfigError(key, f"does not match this section ({default_of(f)!r})")
+            kwargs[name] = value
+        else:
+            kwargs[name] = coerce(key, field_kind(f), value, m.get("lo"), m.get("hi"), m.get("choices"))
+    return cls(**kwargs)
+
+
+def check_fields(obj: Any, prefix: str = "") -> None:
+    """Check (and normalise in place) every leaf of a settings tree; raise ConfigError on the first problem."""
+    for f in fields(obj):
+        key = f"{prefix}{f.name}"
+        value = getattr(obj, f.name)
+        m = f.metadata
+        if m.get("items"):
+            for i, item in enumerate(value):
+                if not isinstance(item, m["items"]):
+                    raise ConfigError(f"{key}.{i}", f"expected a {m['item_name']}")
+                check_fields(item, f"{key}.{i}.")
+        elif m.get("family"):
+            table = m["table"]
+            if type(value) is not table.get(getattr(value, "name", None)):
+                raise ConfigError(f"{key}.name", f"unknown {m['family']}", ", ".join(table))
+            check_fields(value, f"{key}.")
+        elif is_section(f):
+            check_fields(value, f"{key}.")
+        elif _is_discriminator(f):
+            continue
+        else:
+            setattr(obj, f.name, coerce(key, field_kind(f), value, m.get("lo"), m.get("hi"), m.get("choices")))
+
+
+def override(tree: Any, overrides: dict[str, Any] | list[str]) -> Any:
+    """A copy of `tree` with `key=value` overrides applied (each value coerced and range-checked; cross-field
+    rules are the caller's).
+
+    Keys are dotted paths as `settings_of` lists them. A key into the items of a section list without the
+    `<list>.N.` prefix (e.g. `method.guidance_scale` for `stages.N.method.guidance_scale`) applies to every item
+    that has that setting. Setting a family's `name` (e.g. `prior.name=reference`) replaces that section with
+    the new member's defaults before other keys apply.
+    """
+    if isinstance(overrides, list):
+        pairs: dict[str, Any] = {}
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(item, "expected key=value")
+            k, v = item.split("=", 1)
+            pairs[k.strip()] = v.strip()
+        overrides = pairs
+    tree = copy.deepcopy(tree)
+    lists = {f.name: f.metadata for f in fields(tree) if f.metadata.get("items")}
+    ordered = sorted(overrides.items(), key=lambda kv: not kv[0].endswith(".name"))
+    for key, value in ordered:
+        parts = key.split(".")
+        if parts[0] in lists:
+            items = getattr(tree, parts[0])
+            if len(parts) < 3 or not parts[1].isdigit() or int(parts[1]) >= len(items):
+                raise ConfigError(key, f"no such {lists[parts[0]]['item_name']}",
+                                  f"{parts[0]}.0 .. {parts[0]}.{len(items) - 1}")
+            _set_path(items[int(parts[1])], parts[2:], value, key)
+        elif parts[0] in {f.name for f in fields(tree)}:
+            _set_path(tree, parts, value, key)
+        else:
+            owners = [name for name, m in lists.items() if parts[0] in {f.name for f in fields(m["items"])}]
+            if not owners:
+                raise ConfigError(key, "unknown setting", _known_keys(tree, lists))
+            hits = 0
+            for name in owners:
+                for item in getattr(tree, name):
+                    if _has_path(item, parts):
+                        _set_path(item, parts, value, key)
+                        hits += 1
+            if not hits:
+                raise ConfigError(key, f"no {lists[owners[0]]['item_name']} of this preset has this setting",
+                                  _known_keys(tree, lists))
+    return tree
+
+
+def _known_keys(tree: Any, lists: dict[str, Any]) -> str:
+    keys = sorted({s.key.split(".", 2)[2] if s.key.split(".", 1)[0] in lists else s.key for s in settings_of(tree)})
+    return "see `distillery presets PRESET` for all; e.g. " + ", ".join(keys[:12]) + ", ..."
+
+
+def _has_path(obj: Any, parts: list[str]) -> bool:
+    for p in parts:
+        if not dataclasses.is_dataclass(obj) or p not in {f.name for f in fields(obj)}:
+            return False
+        obj = getattr(obj, p)
+    return True
+
+
+def _set_path(obj: Any, parts: list[str], value: Any, full_key: str) -> None:
+    fmap = {f.name: f for f in fields(obj)}
+    if len(parts) == 2 and parts[1] == "name" and parts[0] in fmap and fmap[parts[0]].metadata.get("family"):
+        _switch_family(obj, fmap[parts[0]], str(value), full_key)
+        return
+    for p in parts[:-1]:
+        names = {f.name for f in fields(obj)}
+        if p not in names:
+            raise ConfigError(full_key, "unknown setting", ", ".join(sorted(names)))
+        obj = getattr(obj, p)
+    last = parts[-1]
+    fmap = {f.name: f for f in fields(obj)}
+    if last not in fmap:
+        raise ConfigError(full_key, "unknown setting", ", ".join(sorted(fmap)))
+    f = fmap[last]
+    if f.metadata.get("family") or is_section(f) or f.metadata.get("items"):
+        raise ConfigError(full_key, "is a section; set one of its fields")
+    m = f.metadata
+    setattr(obj, last, coerce(full_key, field_kind(f), value, m.get("lo"), m.get("hi"), m.get("choices")))
+
+
+def _switch_family(obj: Any, f: dataclasses.Field, name: str, key: str) -> None:
+    """`prior.name=X`: replace the section with X's defaults (a no-op when it already is X)."""
+    table = f.metadata["table"]
+    if name not in table:
+        raise ConfigError(key, f"unknown {f.metadata['family']} {name!r}", ", ".join(table))
+    if getattr(obj, f.name).name != name:
+        setattr(obj, f.name, table[name]())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from typing import Any
 
@@ -11,7 +10,8 @@ from torch import Tensor
 
 from backend import registry
 from backend.config import OptimConfig, RegularisersConfig, StageConfig
-from backend.core.devices import probe
+from backend.core.devices import kernel_status
+from backend.core.image_ops import total_variation
 from backend.core.outputs import RenderOutput
 from backend.core.schedules import parse_schedule
 
@@ -88,18 +88,6 @@ def choose_renderer(representation: str, choice: str, device: torch.device) -> t
 EXPLICIT_ONLY = ("dual",)  # renderers that change what a stage renders: never picked by auto
 
 
-def kernel_status(name: str) -> tuple[bool, str]:
-    """Whether the GPU kernel behind renderer `name` can be used here, and why not."""
-    info = probe()
-    if name == "gsplat":
-        return info.gsplat, info.gsplat_error
-    if name == "nvdiffrast":
-        if importlib.util.find_spec("nvdiffrast") is None:
-            return False, "nvdiffrast is not installed (it compiles its CUDA kernels on first use)"
-        return info.cuda, "" if info.cuda else "nvdiffrast needs CUDA"
-    return False, f"no GPU kernel named {name}"
-
-
 def sample_backgrounds(stage: StageConfig, n: int, generator: torch.Generator) -> Tensor:
     """[n, 3] solid background colours: the stage's colour, or with `random_background_prob` a random one.
     Always draws the same random numbers so the RNG stream does not depend on the outcome."""
@@ -142,10 +130,3 @@ class Regularisers:
             if w[name] > 0 and name in out.aux:
                 terms[name] = w[name] * out.aux[name]
         return terms
-
-
-def total_variation(img: Tensor) -> Tensor:
-    """2 (mean squared vertical difference + mean squared horizontal difference) of [C, H, W, D]."""
-    dv = (img[:, 1:] - img[:, :-1]).pow(2).mean()
-    dh = (img[:, :, 1:] - img[:, :, :-1]).pow(2).mean()
-    return 2 * (dv + dh)

@@ -20,20 +20,18 @@ import json
 import os
 import platform
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from backend import __version__
 from backend.config import JobConfig, to_dict
 from backend.core.cameras import Cameras
+from backend.core.image_ops import composite
+from backend.engine.stage import Stage, Timings
 from backend.io import images
 from backend.io.ply import write_gaussian_ply
-from backend.priors.reference.render import composite
 from backend.protocol import make_event
-
-if TYPE_CHECKING:
-    from backend.engine.loop import Stage, Timings
 
 KEEP_INTERMEDIATES = 3
 PREVIEW_ELEVATION = 15.0

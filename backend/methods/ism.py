@@ -46,9 +46,9 @@ from torch import Tensor
 
 from backend.config import ISMConfig
 from backend.core.cameras import Cameras
+from backend.core.image_ops import total_variation
 from backend.core.outputs import RenderOutput
 from backend.core.schedules import parse_schedule
-from backend.engine.optim import total_variation
 from backend.methods.base import TimestepSampler, grad_to_loss, weighting
 from backend.priors.base import Conditioning, Prior, noise_to_level
 from backend.priors.ddim import ddim_step, ddim_timesteps, ddim_walk, stack_paths

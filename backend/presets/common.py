@@ -11,6 +11,7 @@ from backend.config import (
     GaussiansConfig,
     JobConfig,
     MethodConfig,
+    NeRFConfig,
     OutputConfig,
     ReferencePriorConfig,
     RegularisersConfig,
@@ -82,15 +83,20 @@ def quick_gaussians(**changes: float) -> GaussiansConfig:
 
 
 def quick_field(**overrides: object) -> dict:
-    """Field settings of the quick NeRF/DMTet variants: a small hash grid over [-1, 1]^3 (the reference objects
-    fit in radius 0.5), coarse ray marching, albedo shading only (the reference prior's lighting is fixed in the
-    world, so view-independent colour reproduces it), no normals."""
+    """Field settings (FieldConfig) of the quick NeRF/DMTet variants: a small hash grid over [-1, 1]^3 (the
+    reference objects fit in radius 0.5), coarse ray marching, albedo shading only (the reference prior's
+    lighting is fixed in the world, so view-independent colour reproduces it), no normals."""
     field = dict(radius=1.0, grid_levels=6, grid_features=2, grid_log2_table=16, grid_base_resolution=16,
                  grid_scale=1.5, grid_start_levels=4, grid_grow_from=0.1, grid_grow_every=100, hidden=32,
                  samples_per_diagonal=128, occupancy_resolution=32, normals="none", albedo_until=1.0,
-                 export_resolution=128, snapshot_resolution=48, export_threshold=0.0, field_lr=0.01)
+                 field_lr=0.01)
     field.update(overrides)
     return field
+
+
+def quick_nerf() -> NeRFConfig:
+    """The quick variants' NeRF: the quick field, meshed at 128^3 (snapshots at 48^3) at the auto level."""
+    return NeRFConfig(**quick_field(), export_resolution=128, snapshot_resolution=48, export_threshold=0.0)
 
 
 def quick_output() -> OutputConfig:

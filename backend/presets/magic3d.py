@@ -7,7 +7,6 @@ from backend.config import (
     CameraConfig,
     DMTetConfig,
     JobConfig,
-    NeRFConfig,
     OptimConfig,
     OutputConfig,
     ReferencePriorConfig,
@@ -21,6 +20,7 @@ from backend.presets.common import (
     Preset,
     project_guidance_scale,
     quick_field,
+    quick_nerf,
     quick_output,
     reference_cameras,
     sd_prior,
@@ -32,7 +32,6 @@ GUIDANCE = (100.0, "T", "threestudio magic3d-coarse-sd / -refine-sd guidance_sca
 
 def magic3d_quick() -> JobConfig:
     """Coarse to fine on the reference prior: a NeRF, then a DMTet mesh created from it and refined."""
-    field = quick_field()
     return JobConfig(
         prompt=QUICK_PROMPT,
         preset="magic3d-quick",
@@ -41,14 +40,14 @@ def magic3d_quick() -> JobConfig:
                 name="coarse", steps=400, prior=ReferencePriorConfig(view_conditioning="prompt"),
                 method=SDSConfig(guidance_scale=QUICK_GUIDANCE, weighting="sds", t_min=0.02,
                                  t_max=[0.0, 0.98, 0.4, 0.8]),
-                representation=NeRFConfig(**field), renderer="auto", background="white",
+                representation=quick_nerf(), renderer="auto", background="white",
                 random_background_prob=0.5, camera=reference_cameras(views=1, resolution=64),
                 regularisers=RegularisersConfig(opacity_sparsity=0.05),
             ),
             StageConfig(
                 name="refine", steps=200, prior=ReferencePriorConfig(view_conditioning="prompt"),
                 method=SDSConfig(guidance_scale=QUICK_GUIDANCE, weighting="sds", t_min=0.02, t_max=0.5),
-                representation=DMTetConfig(**field, geometry="sdf", tet_resolution=24, init_threshold=0.0,
+                representation=DMTetConfig(**quick_field(), geometry="sdf", tet_resolution=24, init_threshold=0.0,
                                            sdf_lr=1e-3, deformation_lr=1e-3),
                 renderer="auto", background="white", random_background_prob=0.5,
                 camera=reference_cameras(views=2, resolution=64),

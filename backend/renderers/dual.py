@@ -45,7 +45,7 @@ class DualRenderer:
 
     def _mesh_renderer(self, device: torch.device) -> Any:
         if self.mesh is None:
-            from backend.engine.optim import kernel_status
+            from backend.core.devices import kernel_status
 
             if device.type == "cuda" and kernel_status("nvdiffrast")[0]:
                 from backend.renderers.mesh_nvdiffrast import NvdiffrastMeshRenderer

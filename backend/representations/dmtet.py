@@ -31,16 +31,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from backend.config import DMTetConfig
+from backend.config import FIELD_SETTINGS, DMTetConfig
 from backend.core.outputs import RenderOutput
 from backend.core.schedules import parse_schedule
+from backend.io.mesh_export import ExportMesh, mesh_ply_arrays
+from backend.representations.field import FieldRepresentation, auto_threshold
 from backend.representations.nerf import NeRF
 
-# Settings that shape the field: a DMTet continuing a NeRF keeps its field, so they must agree.
-FIELD_SETTINGS = ("radius", "grid_levels", "grid_features", "grid_log2_table", "grid_base_resolution", "grid_scale",
-                  "hidden", "blob_density", "blob_radius", "occupancy_resolution")
 TET_EDGES = torch.tensor([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]], dtype=torch.long)
-AUTO_DENSITY_FLOOR = 1e-5
 
 
 def tet_grid(n: int) -> tuple[Tensor, Tensor]:
@@ -144,7 +142,7 @@ def marching_tets(pos: Tensor, sdf: Tensor, tets: Tensor) -> tuple[Tensor, Tenso
     return verts, faces
 
 
-class DMTet(NeRF):
+class DMTet(FieldRepresentation):
     """A DMTet mesh with a hash-grid colour field (and, for geometry=density, the NeRF it shares the field
     with). kind "mesh": snapshots and the final asset are the extracted mesh."""
 
@@ -258,22 +256,12 @@ class DMTet(NeRF):
     # ------------------------------------------------------------------------------------------ I/O
 
     def snapshot(self, max_points: int | None = None) -> dict[str, np.ndarray]:
-        from backend.io.mesh_export import mesh_ply_arrays
-
         return mesh_ply_arrays(self.export_mesh())
 
-    def export_mesh(self) -> Any:
+    def export_mesh(self) -> ExportMesh:
         """The extracted mesh as it is (METHODS.md §3.4), with albedo per vertex."""
-        from backend.io.mesh_export import ExportMesh
-
         with torch.no_grad():
             v, f = self.extract()
             colours = self.field.albedo(v) if v.shape[0] else v.new_zeros(0, 3)
         return ExportMesh(v.cpu().numpy().astype(np.float32), f.cpu().numpy().astype(np.int64),
                           colours.cpu().numpy().astype(np.float32))
-
-
-def auto_threshold(sigma: Tensor) -> float:
-    """threestudio's 'auto' level: the mean of the densities above 1e-5."""
-    above = sigma[sigma > AUTO_DENSITY_FLOOR]
-    return float(above.mean()) if above.numel() else AUTO_DENSITY_FLOOR

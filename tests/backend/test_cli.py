@@ -96,7 +96,7 @@ def test_bench_prints_phase_medians(capsys):
 
 
 def test_timings_medians_per_stage_skip_the_warmup_of_each_stage():
-    from backend.engine.loop import Timings
+    from backend.engine.stage import Timings
 
     t = Timings()
     for stage, render in [("nerf", 9.0), ("nerf", 1.0), ("nerf", 2.0), ("dmtet", 50.0), ("dmtet", 5.0), ("dmtet", 7.0)]:

@@ -10,14 +10,8 @@ from plyfile import PlyData
 
 from backend.cli import main
 from backend.config import NeRFConfig
-from backend.io.mesh_export import (
-    ExportMesh,
-    bake_uv_texture,
-    extract_nerf_mesh,
-    mesh_ply_arrays,
-    write_glb,
-    write_mesh_ply,
-)
+from backend.io.mesh_export import ExportMesh, mesh_ply_arrays, write_glb, write_mesh_ply
+from backend.representations.extract import bake_uv_texture, extract_nerf_mesh
 from backend.representations.nerf import NeRF
 
 FIELD = dict(radius=1.0, grid_levels=4, grid_log2_table=12, grid_base_resolution=8, grid_scale=2.0,

@@ -9,7 +9,8 @@ import torch
 from backend.config import NeRFConfig
 from backend.core.cameras import orbit_cameras
 from backend.renderers.volume_torch import VolumeRenderer, ray_box
-from backend.representations.nerf import PRIMES, HashGrid, NeRF
+from backend.representations.field import PRIMES, HashGrid
+from backend.representations.nerf import NeRF
 
 SMALL = dict(radius=1.0, grid_levels=4, grid_log2_table=12, grid_base_resolution=8, grid_scale=2.0,
              grid_start_levels=4, hidden=16, samples_per_diagonal=256, normals="none", albedo_until=1.0)

@@ -14,12 +14,14 @@ from backend.config import apply_overrides
 from backend.core.settings import ConfigError
 from backend.engine.loop import run_job
 
-FAST = {"output.preview_every": 0, "output.checkpoint_every": 0, "output.turntable_frames": 0,
-        "representation.export_resolution": 40, "representation.snapshot_resolution": 24}
+FAST = {"output.preview_every": 0, "output.checkpoint_every": 0, "output.turntable_frames": 0}
+FAST_NERF_MESH = {"representation.export_resolution": 40, "representation.snapshot_resolution": 24}
 
 
 def small(name, steps, **extra):
-    cfg = apply_overrides(presets.get(name), {**FAST, **extra})
+    cfg = presets.get(name)
+    has_nerf = any(st.representation.name == "nerf" for st in cfg.stages)  # DMTet meshes have no marching cubes
+    cfg = apply_overrides(cfg, {**FAST, **(FAST_NERF_MESH if has_nerf else {}), **extra})
     return cfg.with_total_steps(steps)
 
 

@@ -12,7 +12,8 @@ import torch
 
 from backend import presets
 from backend.config import apply_overrides
-from backend.engine.loop import Timings, run_job
+from backend.engine.loop import run_job
+from backend.engine.stage import Timings
 
 pytestmark = pytest.mark.gpu
 

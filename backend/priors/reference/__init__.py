@@ -2,6 +2,7 @@
 (DESIGN.md §5). library: the objects; render: how they are shaded; cache: their reference renders on disk;
 prompts: the prompt grammar; prior: the denoiser; evaluate: scores of an asset against the references."""
 
+from backend.core.image_ops import composite
 from backend.priors.reference.cache import (
     REFERENCE_AZIMUTH_STEP,
     REFERENCE_DISTANCE,
@@ -16,7 +17,7 @@ from backend.priors.reference.evaluate import evaluate, library_sheet, mesh_rend
 from backend.priors.reference.library import LIBRARY_VERSION, OBJECTS, PALETTE, Mesh, build
 from backend.priors.reference.prior import ReferencePrior
 from backend.priors.reference.prompts import ParsedPrompt, UnknownPromptError, parse_negative, parse_prompt
-from backend.priors.reference.render import composite, render_mesh
+from backend.priors.reference.render import render_mesh
 
 __all__ = [
     "LIBRARY_VERSION",

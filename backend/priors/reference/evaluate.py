@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from backend.core.cameras import Cameras, wrap_azimuth
+from backend.core.image_ops import composite
 from backend.priors.reference.cache import (
     NUM_AZIMUTHS,
     REFERENCE_AZIMUTH_STEP,
@@ -30,7 +31,7 @@ from backend.priors.reference.cache import (
 )
 from backend.priors.reference.library import OBJECTS, Mesh, build
 from backend.priors.reference.prompts import parse_prompt
-from backend.priors.reference.render import composite, render_mesh
+from backend.priors.reference.render import render_mesh
 
 EVAL_ELEVATIONS = (15.0, 30.0)
 EVAL_AZIMUTH_STEP = 30.0

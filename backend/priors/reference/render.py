@@ -7,7 +7,7 @@ references exactly. Edges are antialiased by rendering at `supersample` times th
 each block of pixels.
 
 Outputs are float32 PREMULTIPLIED rgb [C, H, W, 3] (colour times coverage) and alpha [C, H, W, 1] in [0, 1];
-`composite` puts them over a solid background.
+`backend.core.image_ops.composite` puts them over a solid background.
 """
 
 from __future__ import annotations
@@ -60,13 +60,3 @@ def render_mesh(mesh: Mesh, cams: Cameras, supersample: int = SUPERSAMPLE,
         rgbs.append(rgba[..., :3])
         alphas.append(rgba[..., 3:])
     return torch.cat(rgbs), torch.cat(alphas)
-
-
-def composite(rgb_premultiplied: Tensor, alpha: Tensor, background: Tensor | None) -> Tensor:
-    """Straight rgb [C, H, W, 3] over a solid background [C, 3] (None: white)."""
-    C = rgb_premultiplied.shape[0]
-    assert alpha.shape == (*rgb_premultiplied.shape[:3], 1), f"alpha {tuple(alpha.shape)}"
-    if background is None:
-        background = torch.ones(C, 3, dtype=rgb_premultiplied.dtype, device=rgb_premultiplied.device)
-    assert background.shape == (C, 3), f"background {tuple(background.shape)}, expected ({C}, 3)"
-    return rgb_premultiplied + (1.0 - alpha) * background[:, None, None, :].to(rgb_premultiplied)
