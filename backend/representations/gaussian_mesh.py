@@ -36,9 +36,10 @@ from torch import Tensor
 from backend.config import MeshConversionConfig
 from backend.core.cameras import Cameras, orbit_cameras
 from backend.core.rotations import quat_to_rotmat
-from backend.io.mesh_export import ExportMesh, _drop_small_components, _marching_cubes
+from backend.io.mesh_export import ExportMesh
 from backend.renderers.base import GaussianCloud
 from backend.renderers.mesh_torch import interpolate, rasterize
+from backend.representations.extract import _drop_small_components, _marching_cubes
 from backend.representations.gaussians import SH_C0
 
 KERNEL_SIGMAS = 3.0  # a Gaussian's kernel is cut off outside its 3-sigma ellipsoid's bounding box
