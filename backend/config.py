@@ -594,8 +594,8 @@ class MeshConversionConfig:
 
     resolution: int = setting(64, "Density grid cells along the longest side of the Gaussians' bounding box",
                               lo=16, hi=512)
-    level: float = setting(0.2, "Iso-level of the surface in the density: the sum over Gaussians of opacity x "
-                           "their normalised kernel (1 at a Gaussian's centre)", lo=0.01, hi=10)
+    level: float = setting(0.5, "Iso-level of the surface in the density: the sum over Gaussians of opacity x "
+                           "their kernel (1 at the centre of a lone opaque Gaussian)", lo=0.01, hi=10)
     min_opacity: float = setting(0.02, "Gaussians less opaque than this are left out of the density", lo=0,
                                  hi=0.99)
     faces: int = setting(5_000, "Triangles kept by the simplification (0 = keep every marching-cubes face)",

@@ -43,6 +43,7 @@ from backend.representations.extract import _drop_small_components, _marching_cu
 from backend.representations.gaussians import SH_C0
 
 KERNEL_SIGMAS = 3.0  # a Gaussian's kernel is cut off outside its 3-sigma ellipsoid's bounding box
+FILTER_VOXELS = 0.5  # std of the prefilter added to every kernel, in voxels
 CHUNK_PAIRS = 1 << 21  # (Gaussian, voxel) pairs evaluated at once (~100 MB of temporaries)
 VIEW_BATCH = 4  # views rendered at once while baking
 FOV_DEG = 40.0
@@ -53,14 +54,16 @@ FILL_RINGS = 4
 ProgressFn = Callable[[str], None]
 
 
-def _covariances(cloud: GaussianCloud) -> tuple[Tensor, Tensor]:
-    """Inverse covariances [N, 3, 3] and the half-widths [N, 3] of the 3-sigma boxes."""
+def _covariances(cloud: GaussianCloud) -> Tensor:
+    """Covariances [N, 3, 3] = R S^2 R^T."""
     R = quat_to_rotmat(cloud.quats.detach())  # [N, 3, 3]
     s = cloud.scales.detach().clamp_min(1e-7)
-    cov = R @ torch.diag_embed(s * s) @ R.transpose(1, 2)
-    inv = R @ torch.diag_embed(1.0 / (s * s)) @ R.transpose(1, 2)
-    half = KERNEL_SIGMAS * torch.diagonal(cov, dim1=1, dim2=2).clamp_min(0).sqrt()
-    return inv, half
+    return R @ torch.diag_embed(s * s) @ R.transpose(1, 2)
+
+
+def _half_widths(cov: Tensor) -> Tensor:
+    """[N, 3] half-widths of the axis-aligned boxes of the KERNEL_SIGMAS ellipsoids."""
+    return KERNEL_SIGMAS * torch.diagonal(cov, dim1=1, dim2=2).clamp_min(0).sqrt()
 
 
 def _kept(cloud: GaussianCloud, min_opacity: float) -> Tensor:
@@ -80,12 +83,17 @@ def density_grid(cloud: GaussianCloud, resolution: int, min_opacity: float = 0.0
         return torch.zeros(2, 2, 2, device=dev), np.zeros(3), 1.0
     mu = cloud.means.detach()[keep].float()
     op = cloud.opacities.detach()[keep].float()
-    inv, half = _covariances(cloud)
-    inv, half = inv[keep].float(), half[keep].float()
+    cov = _covariances(cloud)[keep].float()
+    half = _half_widths(cov)
+    h = max(float(((mu + half).amax(0) - (mu - half).amin(0)).max()) / resolution, 1e-6)
+    # Prefilter for the grid: every kernel widened by a Gaussian of std FILTER_VOXELS voxels (as the splat
+    # renderer dilates every 2D footprint), so Gaussians smaller than a voxel still reach the voxel centres
+    # around them instead of falling between them and leaving holes in thin walls.
+    cov = cov + (FILTER_VOXELS * h) ** 2 * torch.eye(3, device=dev)
+    inv = torch.linalg.inv(cov)
+    half = _half_widths(cov)
     box_lo = (mu - half).amin(0)
     box_hi = (mu + half).amax(0)
-    h = float((box_hi - box_lo).max()) / resolution
-    h = max(h, 1e-6)
     lo = box_lo - h
     dims = torch.ceil((box_hi + h - lo) / h).long() + 1  # [3]
     D0, D1, D2 = (int(d) for d in dims)
