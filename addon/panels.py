@@ -249,6 +249,7 @@ class DISTILLERY_PT_display(bpy.types.Panel):
             if getattr(item, "in_out", None) == "INPUT" and item.socket_type != "NodeSocketGeometry":
                 col.prop(mod, f'["{item.identifier}"]', text=item.name)
         layout.operator("distillery.export_ply", icon="EXPORT")
+        layout.operator("distillery.convert_to_mesh", icon="MESH_DATA")
 
 
 class DISTILLERY_UL_jobs(bpy.types.UIList):

@@ -25,7 +25,7 @@ from typing import Any
 
 import bpy
 
-from . import launcher, scene_sync
+from . import launcher, mesh_convert, scene_sync
 from .client import ply as plyio
 
 PUMP_ACTIVE = 1.0 / 30.0
@@ -521,6 +521,8 @@ def _apply_message(rt: Runtime, msg: Msg) -> bool:
     if msg.kind == "event":
         _on_event(rt, msg.job_id, msg.data)
         return True
+    if msg.kind in mesh_convert.MESSAGES:
+        return mesh_convert.apply(msg)
     if msg.kind == "reimport":
         scene = bpy.data.scenes.get(msg.data["scene"]) or bpy.context.scene
         entry = _history_entry(scene, msg.job_id)
