@@ -49,6 +49,12 @@ def test_events_and_final_artifacts(tmp_path):
     assert saved["mesh"]["faces"] > 0
 
 
+def test_output_mesh_off_writes_no_glb(tmp_path):
+    result = run_job(small_job(steps=2, **{"output.mesh": False}), tmp_path)
+    assert (tmp_path / "asset.ply").is_file() and not (tmp_path / "asset.glb").exists()
+    assert "asset_glb" not in result["artifacts"] and result["mesh"] is None
+
+
 def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path):
     # Densify every 4 steps so the resumed run crosses Gaussian-count changes and optimiser surgery.
     sets = {"output.checkpoint_every": 6, "representation.densify_every": 4, "representation.densify_from": 0.0,
