@@ -296,16 +296,20 @@ def nearest_gaussian_colours(cloud: GaussianCloud, points: Tensor, min_opacity: 
     return rgb[torch.from_numpy(np.asarray(nearest, dtype=np.int64))]
 
 
+def _neighbour_sum(x: Tensor) -> Tensor:
+    """Sum of the 4-neighbours of every texel of x [S, S, C] (zeros beyond the border)."""
+    p = F.pad(x.permute(2, 0, 1), (1, 1, 1, 1)).permute(1, 2, 0)  # [S + 2, S + 2, C]
+    return p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]
+
+
 def _fill_outwards(tex: Tensor, filled: Tensor, rings: int) -> Tensor:
     """Grow the charts `rings` texels outwards (each new texel the mean of its filled 4-neighbours), then
     give every texel still empty the mean chart colour. tex [S, S, 3], filled [S, S] bool."""
     tex = tex.clone()
     filled = filled.clone()
-    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
     for _ in range(rings):
-        m = filled.float()[None, None]
-        cnt = F.conv2d(m, kernel, padding=1)[0, 0]
-        sums = F.conv2d((tex * filled[..., None]).permute(2, 0, 1)[:, None], kernel, padding=1)[:, 0].permute(1, 2, 0)
+        cnt = _neighbour_sum(filled.float()[..., None])[..., 0]
+        sums = _neighbour_sum(tex * filled[..., None])
         grow = ~filled & (cnt > 0)
         tex[grow] = sums[grow] / cnt[grow, None]
         filled = filled | grow
