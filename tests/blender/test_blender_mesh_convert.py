@@ -61,7 +61,7 @@ def test_convert_to_mesh_imports_the_backends_textured_glb(addon, tmp_path):
     world = np.array([tuple(obj.matrix_world @ v.co) for v in obj.data.vertices])
     assert np.allclose((world.min(0) + world.max(0)) / 2, (2.0, 0.0, 1.0), atol=0.05)
     size = world.max(0) - world.min(0)  # the ball of centres (radius 0.4) plus the Gaussians' own extent
-    assert np.all((0.8 < size) & (size < 1.0)) and size.max() - size.min() < 0.05, size
+    assert np.all((size > 0.8) & (size < 1.0)) and size.max() - size.min() < 0.05, size
     # Its material samples the baked texture, which is the Gaussians' green.
     nodes = obj.active_material.node_tree.nodes
     images = [n.image for n in nodes if n.type == "TEX_IMAGE" and n.image is not None]
