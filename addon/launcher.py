@@ -1,6 +1,6 @@
 """Starting the backend process and filling its managed virtual environment. No bpy: plain-pytest testable.
 
-The backend is a separate process in its own Python environment (BLENDER.md §1): `python -m backend serve
+The backend is a separate process in its own Python environment (docs/DESIGN.md §1): `python -m backend serve
 --port P --token-file F --data-dir D` with the embedded backend package first on PYTHONPATH. Everything here
 that waits (process start, pip) runs in a worker thread; the main thread only reads the state objects.
 """

@@ -27,12 +27,13 @@ import bpy
 
 from . import launcher, mesh_convert, scene_sync
 from .client import ply as plyio
+from .client import protocol
 
 PUMP_ACTIVE = 1.0 / 30.0
 PUMP_IDLE = 0.5
 HEALTH_EVERY = 2.0
 DEAD_AFTER = 6.0  # no answer for this long: unresponsive (shown within 10 s with the monitor's 2 s period)
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = protocol.TERMINAL_STATES
 
 
 @dataclass
@@ -367,9 +368,10 @@ class Runtime:
                 return  # previews are PNG grids for other clients; the scene object is the live view
             if kind == "result":
                 asset = (ev.get("artifacts") or {}).get("asset", "")
-                if asset.endswith(".ply"):  # the final 3DGS asset replaces the last snapshot
-                    geometry = _decode("gaussians", w.handle.download(asset))
-                    self.mailbox.post_geometry(w.job_id, {"kind": "gaussians", "payload": geometry,
+                if asset == protocol.ASSET_PLY:  # the final asset replaces the last snapshot, in its own layout
+                    result_kind = ev.get("kind", "gaussians")
+                    geometry = _decode(result_kind, w.handle.download(asset))
+                    self.mailbox.post_geometry(w.job_id, {"kind": result_kind, "payload": geometry,
                                                           "step": int(ev.get("step", w.last_step)), "final": True})
             clean = {k: v for k, v in ev.items() if k != "data"}
             self.mailbox.post("event", w.job_id, clean)
@@ -394,7 +396,7 @@ class Runtime:
             handle = self.session.handle(job_id)
             _spawn(self._call, job_id, "delete", handle.delete, name="distillery-delete")
 
-    def reimport(self, job_id: str, scene_name: str, artifact: str = "asset.ply") -> None:
+    def reimport(self, job_id: str, scene_name: str, artifact: str = protocol.ASSET_PLY) -> None:
         if self.session is None:
             raise RuntimeError("the backend is not connected")
         handle = self.session.handle(job_id)

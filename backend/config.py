@@ -7,7 +7,7 @@ from one stage to the next (coarse-to-fine, pixel-then-latent). Most presets hav
 Conventions every field follows:
 - "when" is a fraction u of the stage in [0, 1] (schedules, densification windows), so presets keep their
   shape when the number of steps changes; "how often" is in steps.
-- Guidance scales use the one classifier-free guidance form eps_u + s (eps_c - eps_u) (METHODS.md §1.2).
+- Guidance scales use the one classifier-free guidance form eps_u + s (eps_c - eps_u) (docs/METHODS.md §1.2).
 - Timestep bounds are fractions of the prior's 1000 training timesteps.
 
 `from_dict` builds a config from JSON and rejects unknown keys; `validate` re-checks every field and the
@@ -45,7 +45,7 @@ MAX_STAGES = 8
 
 @dataclass
 class PriorConfig:
-    """Settings every 2D prior shares: view-dependent prompting (METHODS.md §1.5)."""
+    """Settings every 2D prior shares: view-dependent prompting (docs/METHODS.md §1.5)."""
 
     name: str = "reference"
     view_prompts: bool = setting(True, "Condition each view on its direction (front/side/back/overhead)")
@@ -93,7 +93,7 @@ class DiffusersPriorConfig(PriorConfig):
     offload: str = setting("none", "model: keep each UNet in CPU memory and move it to the GPU only for its calls "
                            "(for small GPUs; slower)", choices=("none", "model"))
     perp_neg: bool = setting(False, "Perp-Neg guidance: interpolated view prompt plus perpendicular negative "
-                             "view prompts (METHODS.md §1.5); costs 4 UNet passes per view instead of 2")
+                             "view prompts (docs/METHODS.md §1.5); costs 4 UNet passes per view instead of 2")
 
 
 @dataclass
@@ -104,7 +104,7 @@ class StableDiffusionPriorConfig(DiffusersPriorConfig):
     model: str = setting("stabilityai/stable-diffusion-2-1-base", "Hugging Face model id, a local folder in "
                          "diffusers format, or random:ARCH (random weights of a known architecture, no download: "
                          "for timing)", kind="str", advanced=False)
-    image_size: int = setting(512, "Renders are resized to this square size before the VAE encoder (METHODS.md "
+    image_size: int = setting(512, "Renders are resized to this square size before the VAE encoder (docs/METHODS.md "
                               "§1.7: 512 for SD 2.1-base, whatever the render size)", lo=8, hi=2048, unit="px")
 
 
@@ -154,7 +154,7 @@ class MethodConfig:
 
 @dataclass
 class SDSConfig(MethodConfig):
-    """Score distillation sampling (DreamFusion), METHODS.md §2.1."""
+    """Score distillation sampling (DreamFusion), docs/METHODS.md §2.1."""
 
     name: str = "sds"
     weighting: str = setting("sds", "w(t): sds = 1 - abar_t, uniform = 1, fantasia3d = alpha_t sigma_t^2, "
@@ -164,7 +164,7 @@ class SDSConfig(MethodConfig):
 
 @dataclass
 class ISMConfig(MethodConfig):
-    """Interval score matching (LucidDreamer), METHODS.md §2.4. `weight` is the paper's lambda (0.1); the
+    """Interval score matching (LucidDreamer), docs/METHODS.md §2.4. `weight` is the paper's lambda (0.1); the
     views of a step share one timestep."""
 
     name: str = "ism"
@@ -198,7 +198,7 @@ class ISMConfig(MethodConfig):
 
 @dataclass
 class JSDConfig(MethodConfig):
-    """Jensen-Shannon score distillation as its public code does it (METHODS.md §2.5): an inversion target plus
+    """Jensen-Shannon score distillation as its public code does it (docs/METHODS.md §2.5): an inversion target plus
     a minority target, with a deterministic annealed timestep."""
 
     name: str = "jsd"
@@ -231,7 +231,7 @@ class JSDConfig(MethodConfig):
 @dataclass
 class StableDreamerConfig(MethodConfig):
     """StableDreamer's form of SDS: L2 to the denoised pseudo ground truth with the exact weight conversion
-    w_L2 = w_SDS alpha_t / sigma_t (METHODS.md §2.7)."""
+    w_L2 = w_SDS alpha_t / sigma_t (docs/METHODS.md §2.7)."""
 
     name: str = "stabledreamer"
     weighting: str = setting("sds", "w_SDS(t) that the L2 weight is converted from: sds = 1 - abar_t (w_L2 = "
@@ -242,7 +242,7 @@ class StableDreamerConfig(MethodConfig):
 
 @dataclass
 class VSDConfig(MethodConfig):
-    """Variational score distillation (ProlificDreamer), METHODS.md §2.2: a trainable copy of the prior (LoRA +
+    """Variational score distillation (ProlificDreamer), docs/METHODS.md §2.2: a trainable copy of the prior (LoRA +
     camera MLP, or a zero-initialised residual network on the reference prior) learns the renders' score."""
 
     name: str = "vsd"
@@ -270,7 +270,7 @@ class VSDConfig(MethodConfig):
 
 @dataclass
 class ESDConfig(VSDConfig):
-    """Entropic score distillation, METHODS.md §2.3: VSD with an entropy term of weight
+    """Entropic score distillation, docs/METHODS.md §2.3: VSD with an entropy term of weight
     lambda = 1 - guidance_scale_lora on the renders' distribution."""
 
     name: str = "esd"
@@ -281,7 +281,7 @@ class ESDConfig(VSDConfig):
 
 @dataclass
 class ASDConfig(VSDConfig):
-    """Adversarial score distillation (official ASD form), METHODS.md §2.6: the particle model is also a
+    """Adversarial score distillation (official ASD form), docs/METHODS.md §2.6: the particle model is also a
     discriminator pushed away from the prior's prediction with weight gamma < 0."""
 
     name: str = "asd"
@@ -310,7 +310,7 @@ class RepresentationConfig:
 
 @dataclass
 class GaussiansConfig(RepresentationConfig):
-    """3D Gaussians (METHODS.md §3.1). Learning rates are Adam step sizes; thresholds in the original
+    """3D Gaussians (docs/METHODS.md §3.1). Learning rates are Adam step sizes; thresholds in the original
     rasteriser's units."""
 
     name: str = "gaussians"
@@ -354,7 +354,7 @@ class GaussiansConfig(RepresentationConfig):
 
 @dataclass
 class FieldConfig(RepresentationConfig):
-    """The hash-grid field NeRF and DMTet share (METHODS.md §3.2): density and albedo heads, normals and shading,
+    """The hash-grid field NeRF and DMTet share (docs/METHODS.md §3.2): density and albedo heads, normals and shading,
     the occupancy grid of volume rendering, learning rates."""
 
     name: str = "field"
@@ -403,7 +403,7 @@ FIELD_SETTINGS = ("radius", "grid_levels", "grid_features", "grid_log2_table", "
 
 @dataclass
 class NeRFConfig(FieldConfig):
-    """A NeRF (METHODS.md §3.2): the hash-grid field rendered by volume rendering with occupancy-grid skipping;
+    """A NeRF (docs/METHODS.md §3.2): the hash-grid field rendered by volume rendering with occupancy-grid skipping;
     exported as a mesh by marching cubes."""
 
     name: str = "nerf"
@@ -418,7 +418,7 @@ class NeRFConfig(FieldConfig):
 
 @dataclass
 class DMTetConfig(FieldConfig):
-    """A DMTet mesh (METHODS.md §3.3): SDF and bounded deformation on a tetrahedral grid, extracted by
+    """A DMTet mesh (docs/METHODS.md §3.3): SDF and bounded deformation on a tetrahedral grid, extracted by
     differentiable marching tetrahedra and rasterised; colour from the hash-grid field (FieldConfig).
     geometry=sdf keeps its own SDF (initialised from a NeRF stage or a sphere); geometry=density takes the SDF
     from the field's density minus `density_threshold` (Real3D's one field with two renderers)."""
@@ -433,8 +433,9 @@ class DMTetConfig(FieldConfig):
     density_threshold: float = setting(0.1, "geometry=density: the surface is where the level equals this "
                                        "(Real3D's epsilon)", lo=0, hi=1e4)
     density_level: str = setting("density", "geometry=density: the level is the density, or the occupancy "
-                                 "1 - exp(-density * step) of one ray-marching step (METHODS.md's fallback when "
-                                 "a low density threshold inflates the surface)", choices=("density", "occupancy"))
+                                 "1 - exp(-density * step) of one ray-marching step (docs/METHODS.md §2.8's "
+                                 "fallback when a low density threshold inflates the surface)",
+                                 choices=("density", "occupancy"))
     init_threshold: float = setting(0.0, "From a NeRF: density level of the initial surface (0 = auto: the mean "
                                     "density above 1e-5; threestudio uses 25, 10 is common)", lo=0, hi=1e4)
     init_radius: float = setting(0.5, "Without a NeRF to start from: radius of the initial sphere", lo=0.01, hi=10,
@@ -475,7 +476,7 @@ CONVERSIONS: tuple[tuple[str, str], ...] = (("nerf", "dmtet"),)
 
 @dataclass
 class CameraConfig:
-    """The orbit camera sampler (METHODS.md §4). All cameras look at the origin."""
+    """The orbit camera sampler (docs/METHODS.md §4). All cameras look at the origin."""
 
     elevation_range: list = setting([-10.0, 45.0], "Elevation range lo,hi", lo=-89.9, hi=89.9, kind="pair",
                                     unit="deg")
@@ -541,7 +542,7 @@ class OptimConfig:
 
 @dataclass
 class AdversarialConfig:
-    """An adversarial term any stage can add (Real3D, METHODS.md §2.8): a PatchGAN discriminator trained on
+    """An adversarial term any stage can add (Real3D, docs/METHODS.md §2.8): a PatchGAN discriminator trained on
     images the prior samples ahead of time (cached), and weight * softplus(-D(render)) on the renders."""
 
     weight: Any = setting(0.0, "Weight of the adversarial term (0 = off; Real3D: 0.01 against SDS 1)", lo=0,

@@ -7,7 +7,7 @@ accepts both binary byte orders and ASCII. The writers produce exactly the layou
 (`binary_little_endian 1.0`, one `vertex` element of float properties, triangles as `uchar`/`int` lists), so
 a file written here is byte-identical to the backend's.
 
-The 3DGS layout (BLENDER.md §6): x y z, nx ny nz, f_dc_0..2, f_rest_* (0/9/24/45, channel-major), opacity
+The 3DGS layout (docs/DESIGN.md §4): x y z, nx ny nz, f_dc_0..2, f_rest_* (0/9/24/45, channel-major), opacity
 (logit), scale_0..2 (log), rot_0..3 (unnormalised quaternion, rot_0 = w).
 """
 

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from .protocol import TERMINAL_STATES
+from .protocol import LOSSY_EVENT_TYPES, TERMINAL_STATES
 from .transport import BackendError, Transport, strict_loads
 
 __all__ = ["BackendError", "JobHandle", "Session"]
@@ -26,7 +26,7 @@ __all__ = ["BackendError", "JobHandle", "Session"]
 log = logging.getLogger("distillery.client")
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-LOSSY_TYPES = ("snapshot", "preview")
+LOSSY_TYPES = LOSSY_EVENT_TYPES
 
 
 def _check_id(job_id: str) -> str:

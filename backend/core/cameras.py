@@ -259,7 +259,7 @@ def front_rotation(front_azimuth_deg: float) -> Tensor:
 
 
 class OrbitSampler:
-    """Random orbit cameras for training (METHODS.md §4), from a `config.CameraConfig`.
+    """Random orbit cameras for training (docs/METHODS.md §4), from a `config.CameraConfig`.
 
     Elevation: uniform in angle, uniform on the sphere band (arcsin of a uniform over [sin lo, sin hi]), or
     a 50:50 mix per view (threestudio). Azimuth: stratified over the step's views with jitter, or uniform.

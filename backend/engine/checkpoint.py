@@ -1,4 +1,4 @@
-"""Atomic checkpoints (RELIABILITY.md §3).
+"""Atomic checkpoints (docs/RELIABILITY.md §3).
 
 A checkpoint is a directory `ckpt-<global step>/` holding `state.pt` (tensors only, loaded with
 `weights_only=True`), `meta.json` and, written last, the `_SUCCESS` marker. Writing goes to a hidden temp

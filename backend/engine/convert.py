@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from backend import protocol
 from backend.config import MeshConversionConfig, to_dict
 from backend.core.settings import ConfigError, coerce, field_kind
 from backend.protocol import make_event
@@ -100,20 +101,21 @@ def run_mesh_conversion(config: dict[str, Any], out_dir: Path, emit: Callable[[d
                               "there is no surface", "a lower level, or a lower min_opacity")
         mesh = bake_texture(cloud, v, f, cfg, TorchGaussianRenderer())
     t, timings["texture"] = phase(3), time.perf_counter() - t
-    write_glb(out_dir / "asset.glb", mesh)
-    write_mesh_ply(out_dir / "asset.ply", mesh_ply_arrays(mesh))
+    names = protocol.FINAL_ARTIFACTS
+    write_glb(out_dir / names["asset_glb"], mesh)
+    write_mesh_ply(out_dir / names["asset"], mesh_ply_arrays(mesh))
     cams = ring_cameras(mesh.vertices, [15.0], [0.0, 90.0, 180.0, 270.0], PREVIEW_RESOLUTION)
     rgb, _ = textured_render_fn(mesh)(cams, torch.ones(4, 3))
-    images.save_png(out_dir / "preview.png", images.grid(rgb, cols=4))
-    artifacts = {"asset_glb": "asset.glb", "asset": "asset.ply", "preview": "preview.png"}
+    images.save_png(out_dir / names["preview"], images.grid(rgb, cols=4))
+    artifacts = {role: names[role] for role in ("asset_glb", "asset", "preview", "result")}
     timings["write"] = time.perf_counter() - t
-    result = {"task": MESH_TASK, "job_id": job_id, "kind": "mesh", "artifacts": {**artifacts, "result": "result.json"},
+    result = {"task": MESH_TASK, "job_id": job_id, "kind": "mesh", "artifacts": artifacts,
               "gaussians": cloud.count, "count": len(mesh.vertices), "faces": len(mesh.faces),
               "seconds": round(time.time() - started, 2), "timings": {k: round(v, 3) for k, v in timings.items()},
               "config": config}
     tmp = out_dir / f".result.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out_dir / "result.json")
+    os.replace(tmp, out_dir / names["result"])
     emit(make_event("result", job_id, artifacts=result["artifacts"], metrics={}, count=result["count"],
                     seconds=result["seconds"], kind="mesh", faces=result["faces"]))
     return result

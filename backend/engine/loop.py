@@ -1,4 +1,4 @@
-"""The optimisation loop, written out (DESIGN.md §3):
+"""The optimisation loop, written out (docs/DESIGN.md §3):
 
     sample cameras -> render -> method losses + regularisers -> backward -> densify -> optimiser step
     -> emit progress -> cancel check -> periodic preview, snapshot, checkpoint

@@ -1,6 +1,7 @@
 """What a job writes: previews and snapshots along the way, and the final asset.
 
-Final artifacts (names are fixed; the server serves only these and the numbered intermediates):
+Final artifacts (their names and roles are backend/protocol.py's FINAL_ARTIFACTS; the server serves only these
+and the numbered intermediates):
     asset.ply        Gaussians: the standard 3DGS layout; meshes (NeRF, DMTet): binary PLY with positions,
                      normals, uchar vertex colours and faces
     asset.glb        meshes: the same mesh as glTF binary (vertex colours or a baked UV texture); Gaussians (with
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 
-from backend import __version__
+from backend import __version__, protocol
 from backend.config import JobConfig, to_dict
 from backend.core.cameras import Cameras
 from backend.core.image_ops import composite
@@ -60,9 +61,9 @@ def preview_image(cfg: JobConfig, stage: Stage) -> torch.Tensor:
 
 
 def write_preview(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: str, step: int) -> None:
-    name = f"preview-{step:06d}.png"
+    name = protocol.preview_name(step)
     images.save_png(out_dir / name, preview_image(cfg, stage))
-    _prune_old(out_dir, "preview", ".png")
+    _prune_old(out_dir, protocol.PREVIEW_PREFIX, protocol.PREVIEW_SUFFIX)
     emit(make_event("preview", job_id, artifact=name, step=step))
 
 
@@ -80,10 +81,10 @@ def write_asset_ply(kind: str, path: Path, arrays: dict) -> None:
 
 def write_snapshot(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: str, step: int) -> None:
     arrays = stage.rep.snapshot(cfg.output.snapshot_max_points)
-    name = f"snapshot-{step:06d}.ply"
+    name = protocol.snapshot_name(step)
     kind = stage.rep.kind
     write_asset_ply(kind, out_dir / name, arrays)
-    _prune_old(out_dir, "snapshot", ".ply")
+    _prune_old(out_dir, protocol.SNAPSHOT_PREFIX, protocol.SNAPSHOT_SUFFIX)
     extra = {"faces": len(arrays["faces"])} if kind == "mesh" else {}
     emit(make_event("snapshot", job_id, artifact=name, kind=kind, count=len(arrays["x"]), step=step, **extra))
 
@@ -152,7 +153,7 @@ def write_gaussian_glb(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, j
                             "Gaussians' density never reaches output.gaussian_mesh.level="
                             f"{cfg.output.gaussian_mesh.level:g}"))
             return None
-        write_glb(out_dir / "asset.glb", mesh)
+        write_glb(out_dir / protocol.ASSET_GLB, mesh)
     except Exception as exc:  # the Gaussians are the asset; the mesh is a derived extra
         emit(make_event("warning", job_id, code="MESH_FAILED",
                         message=f"asset.glb was not written: {type(exc).__name__}: {exc}"))
@@ -170,31 +171,33 @@ def write_final(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: 
 
         mesh = stage.rep.export_mesh()
         arrays = mesh_ply_arrays(mesh)
-        write_glb(out_dir / "asset.glb", mesh)
+        write_glb(out_dir / protocol.ASSET_GLB, mesh)
     else:
         arrays = stage.rep.snapshot(None)
-    write_asset_ply(kind, out_dir / "asset.ply", arrays)
-    images.save_png(out_dir / "preview.png", preview_image(cfg, stage))
-    artifacts = {"asset": "asset.ply", "preview": "preview.png"}
+    names = protocol.FINAL_ARTIFACTS
+    write_asset_ply(kind, out_dir / names["asset"], arrays)
+    images.save_png(out_dir / names["preview"], preview_image(cfg, stage))
+    roles = ["asset", "preview"]
     mesh_info = None
     if mesh is not None:
-        artifacts["asset_glb"] = "asset.glb"
+        roles.append("asset_glb")
     elif kind == "gaussians" and cfg.output.mesh:
         mesh_info = write_gaussian_glb(cfg, stage, out_dir, emit, job_id)
         if mesh_info is not None:
-            artifacts["asset_glb"] = "asset.glb"
+            roles.append("asset_glb")
     oc = cfg.output
     if oc.turntable_frames:
         cams = stage.sampler.ring(oc.turntable_frames, PREVIEW_ELEVATION, oc.preview_resolution)
         frames, _ = render_views(stage, cams)
-        images.save_png(out_dir / "turntable.png", images.grid(frames, cols=min(8, oc.turntable_frames)))
-        images.save_gif(out_dir / "turntable.gif", frames)
-        artifacts |= {"turntable": "turntable.gif", "turntable_sheet": "turntable.png"}
+        images.save_png(out_dir / names["turntable_sheet"], images.grid(frames, cols=min(8, oc.turntable_frames)))
+        images.save_gif(out_dir / names["turntable"], frames)
+        roles += ["turntable", "turntable_sheet"]
+    roles.append("result")
     metrics = evaluate_against_reference(stage, cfg.prompt, mesh) if oc.evaluate else None
     per_step = timings.medians(skip=min(5, len(timings.history) // 10))
     result = {
         "prompt": cfg.prompt, "seed": cfg.seed, "preset": cfg.preset, "job_id": job_id,
-        "artifacts": {**artifacts, "result": "result.json"},
+        "artifacts": {role: names[role] for role in roles},
         "kind": kind, "count": len(arrays["x"]), "faces": len(arrays["faces"]) if kind == "mesh" else None,
         "steps": cfg.total_steps, "seconds": round(seconds, 2),
         "median_seconds_per_step": {k: round(v, 5) for k, v in per_step.items()},
@@ -205,7 +208,8 @@ def write_final(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: 
     }
     tmp = out_dir / f".result.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out_dir / "result.json")
-    emit(make_event("result", job_id, artifacts=result["artifacts"], metrics=metrics or {}, count=result["count"],
+    os.replace(tmp, out_dir / names["result"])
+    emit(make_event("result", job_id, artifacts=result["artifacts"], metrics=metrics or {}, kind=kind,
+                    count=result["count"],
                     seconds=result["seconds"]))
     return result

@@ -1,4 +1,4 @@
-"""Mesh files (METHODS.md §3.4): the exported mesh (`ExportMesh`), binary PLY (positions, normals, uchar vertex
+"""Mesh files (docs/METHODS.md §3.4): the exported mesh (`ExportMesh`), binary PLY (positions, normals, uchar vertex
 colours, faces) and GLB (trimesh, vertex colours or a baked UV texture). How meshes are extracted from the
 representations lives beside them (representations/extract.py, representations/dmtet.py).
 """

@@ -1,4 +1,4 @@
-"""Binary PLY with numpy: the 3DGS layout (DESIGN.md §4, BLENDER.md §6) and triangle meshes.
+"""Binary PLY with numpy: the 3DGS layout (docs/DESIGN.md §4) and triangle meshes.
 
 Writers produce `binary_little_endian 1.0` with one `vertex` element of float properties (and for meshes a
 `face` element with uchar counts and int indices). The reader checks every declared size against the bytes

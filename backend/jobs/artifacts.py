@@ -1,6 +1,6 @@
-"""Server-chosen artifact names and their files (RELIABILITY.md §2: no path ever comes from a client).
+"""Server-chosen artifact names and their files (docs/RELIABILITY.md §2: no path ever comes from a client).
 
-A client names an artifact by one of the names the engine writes (backend/engine/outputs.py); anything else
+A client names an artifact by one of the names the engine writes (backend/protocol.py); anything else
 is "not found" before the file system is touched. The resolved path must be a regular file (not a symlink)
 directly inside the job's folder.
 """
@@ -13,16 +13,16 @@ import re
 import stat
 from pathlib import Path
 
-FINAL_NAMES = ("asset.ply", "asset.glb", "preview.png", "turntable.gif", "turntable.png", "result.json")
-_NAME = re.compile(r"^(?:asset\.ply|asset\.glb|preview\.png|turntable\.gif|turntable\.png|result\.json|"
-                   r"snapshot-[0-9]{6,9}\.ply|preview-[0-9]{6,9}\.png)$")
+from backend.protocol import is_artifact_name
+
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-MEDIA_TYPES = {".ply": "application/octet-stream", ".png": "image/png", ".gif": "image/gif",
-               ".json": "application/json", ".glb": "model/gltf-binary"}
+MEDIA_TYPES = {".ply": "application/octet-stream", ".glb": "model/gltf-binary", ".png": "image/png",
+               ".gif": "image/gif", ".json": "application/json"}
 
 
 def valid_name(name: str) -> bool:
-    return isinstance(name, str) and _NAME.fullmatch(name) is not None
+    """Whether `name` is one the engine writes (backend/protocol.py: final artifacts and numbered intermediates)."""
+    return is_artifact_name(name)
 
 
 def valid_job_id(job_id: str) -> bool:

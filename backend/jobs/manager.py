@@ -26,7 +26,7 @@ from typing import Any
 from backend.jobs.artifacts import list_artifacts, valid_job_id
 from backend.jobs.requests import build_config
 from backend.jobs.store import ACTIVE_STATES, JobStore, new_job_id
-from backend.protocol import EVENT_TYPES, TERMINAL_STATES
+from backend.protocol import ERROR_CODES, EVENT_TYPES, TERMINAL_STATES, error_event, warning_event
 
 log = logging.getLogger("distillery.jobs")
 
@@ -352,14 +352,16 @@ class JobManager:
                     self.store.set_state(job_id, "cancelled", f"cancelled after step {step}", step=step)
             else:
                 error = msg.get("error") if isinstance(msg.get("error"), dict) else {}
-                error = {"code": str(error.get("code", "INTERNAL")), "message": str(error.get("message", "failed")),
+                code = str(error.get("code", "INTERNAL"))
+                error = {"code": code if code in ERROR_CODES else "INTERNAL",
+                         "message": str(error.get("message", "failed")),
                          "hint": str(error.get("hint", "")), **{k: error[k] for k in ("free", "total") if k in error}}
                 self._fail(job_id, error)
         self._notify(job_id)
         self._kick()
 
     def _fail(self, job_id: str, error: dict[str, Any], crashed: bool = False) -> None:
-        self.store.append(job_id, {"type": "error", "job_id": job_id, "time": round(time.time(), 3), **error})
+        self.store.append(job_id, error_event(job_id=job_id, **error))
         self.store.set_state(job_id, "failed", error["message"], error=error, code=error["code"], crashed=crashed)
 
     def _requeue(self, job_id: str, message: str, crashed: bool = False) -> None:
@@ -442,8 +444,7 @@ class JobManager:
                 self._tasks.append(asyncio.create_task(self._terminate(self._proc)))
             if not self._stall_warned and now - self._last_event_at > STALL_WARN_S:
                 self._stall_warned = True
-                self.store.append(job_id, {"type": "warning", "job_id": job_id, "time": round(time.time(), 3),
-                                           "code": "STALLED", "message": f"no progress for {STALL_WARN_S:g} s"})
+                self.store.append(job_id, warning_event("STALLED", f"no progress for {STALL_WARN_S:g} s", job_id))
                 self._notify(job_id)
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:

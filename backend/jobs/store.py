@@ -2,7 +2,7 @@
 
 A job moves queued -> running (attempt n) | resumed -> cancelling -> succeeded | failed | cancelled.
 `recover()` runs when the supervisor starts: a job left running by a killed server goes back to queued and
-resumes from its last checkpoint at the next attempt (RELIABILITY.md §3).
+resumes from its last checkpoint at the next attempt (docs/RELIABILITY.md §3).
 
 Events get a per-job increasing `seq` inside the transaction that stores them, so a client that asks for the
 events after its last seq gets each later event exactly once, in order. Snapshot and preview events are
@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from backend.protocol import TERMINAL_STATES
+from backend.protocol import TERMINAL_STATES, make_event
 
 LOSSY_TYPES = ("snapshot", "preview")
 ACTIVE_STATES = ("running", "resumed", "cancelling")
@@ -108,8 +108,7 @@ class JobStore:
                 "INSERT INTO jobs (id, position, state, prompt, preset, config, total_steps, created) "
                 "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
                 (job_id, pos, config["prompt"], config["preset"], dumps(config), total, time.time()))
-            self._append(job_id, {"type": "status", "job_id": job_id, "time": round(time.time(), 3),
-                                  "state": "queued", "message": "queued"})
+            self._append(job_id, make_event("status", job_id, state="queued", message="queued"))
             return self._job(self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()), True
 
     def get(self, job_id: str) -> dict[str, Any] | None:
@@ -140,9 +139,9 @@ class JobStore:
             self._db.execute("UPDATE jobs SET state='running', attempt=attempt+1, started=? WHERE id=?",
                              (time.time(), row[0]))
             job = self._job(self._db.execute("SELECT * FROM jobs WHERE id=?", (row[0],)).fetchone())
-            self._append(job["id"], {"type": "status", "job_id": job["id"], "time": round(time.time(), 3),
-                                     "state": "running", "message": f"started (attempt {job['attempt']})",
-                                     "attempt": job["attempt"]})
+            self._append(job["id"], make_event("status", job["id"], state="running",
+                                               message=f"started (attempt {job['attempt']})",
+                                               attempt=job["attempt"]))
             return job
 
     def set_state(self, job_id: str, state: str, message: str, **fields: Any) -> int:
@@ -160,9 +159,8 @@ class JobStore:
             if fields.get("crashed"):
                 sets.append("crashes=crashes+1")
             self._db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", (*args, job_id))
-            event = {"type": "status", "job_id": job_id, "time": round(time.time(), 3), "state": state,
-                     "message": message}
-            event.update({k: v for k, v in fields.items() if k not in ("error", "crashed")})
+            event = make_event("status", job_id, state=state, message=message,
+                               **{k: v for k, v in fields.items() if k not in ("error", "crashed")})
             return self._append(job_id, event)
 
     def set_result(self, job_id: str, result: dict[str, Any]) -> None:

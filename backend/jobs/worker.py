@@ -1,7 +1,7 @@
 """The job worker: a child process of the supervisor that runs one job at a time with `run_job`.
 
 A crash or a CUDA fault here never takes the server down: the supervisor sees the process end and restarts
-it. Messages are JSON lines, never pickles (RELIABILITY.md §2):
+it. Messages are JSON lines, never pickles (docs/RELIABILITY.md §2):
 
     supervisor -> worker (stdin):  {"op": "run", "job_id", "config", "out_dir"} | {"op": "cancel", "job_id"}
                                    | {"op": "shutdown"}
@@ -13,7 +13,7 @@ it. Messages are JSON lines, never pickles (RELIABILITY.md §2):
 
 The worker exits when its parent disappears (stdin reaches EOF): it stops the job at the next step and, if
 a step hangs, exits anyway after EXIT_GRACE_S. CUDA out-of-memory is handled outside the `except` block so
-the failing step's tensors are really freed before the next job (RELIABILITY.md §3).
+the failing step's tensors are really freed before the next job (docs/RELIABILITY.md §3).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.jobs.store import dumps
+from backend.protocol import ERROR_CODES
 
 log = logging.getLogger("distillery.worker")
 
@@ -180,6 +181,7 @@ class Worker:
         from backend.core.settings import ConfigError
         from backend.engine.convert import is_mesh_job, run_mesh_conversion
         from backend.engine.loop import Cancelled, Diverged, run_job
+        from backend.priors.hub import ModelNotFoundError
         from backend.priors.reference.prompts import UnknownPromptError
 
         oom = False
@@ -201,6 +203,9 @@ class Worker:
             return _failed("INVALID_CONFIG", str(exc), exc.allowed and f"allowed: {exc.allowed}")
         except UnknownPromptError as exc:
             return _failed("UNKNOWN_PROMPT", str(exc), "use a prompt the reference prior knows, or a real prior")
+        except ModelNotFoundError as exc:
+            return _failed("MODEL_MISSING", str(exc), "download the model (`distillery models`), or set the "
+                           "Hugging Face cache folder the backend reads")
         except torch.cuda.OutOfMemoryError:
             oom = True  # handled below, once this frame no longer holds the traceback and its tensors
         except Exception as exc:
@@ -238,6 +243,8 @@ def _outcome(outcome: str, step: int | None = None, error: dict | None = None, r
 
 
 def _failed(code: str, message: str, hint: str) -> dict[str, Any]:
+    if code not in ERROR_CODES:
+        raise ValueError(f"unknown error code {code!r}")
     return _outcome("failed", error={"code": code, "message": message, "hint": hint or ""})
 
 

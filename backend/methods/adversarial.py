@@ -1,4 +1,4 @@
-"""The adversarial term of Real3D (METHODS.md §2.8), addable to any stage: `stage.adversarial.weight > 0` wraps
+"""The adversarial term of Real3D (docs/METHODS.md §2.8), addable to any stage: `stage.adversarial.weight > 0` wraps
 the stage's method in `WithAdversarial`.
 
     L_G = weight * softplus(-D(x'))                              (non-saturating; hinge: -D(x'))
@@ -97,7 +97,7 @@ def bank_cameras(n: int, stage: StageConfig, generator: torch.Generator, resolut
 def ddim_sample(prior: Any, cond: Conditioning, shape: tuple[int, ...], steps: int, guidance: float,
                 generator: torch.Generator) -> Tensor:
     """Deterministic DDIM from pure noise [B, C, h, w] at level T-1 down to the Tweedie estimate at level 0:
-    x0 = (x_t - sigma_t eps) / alpha_t, x_t' = alpha_t' x0 + sigma_t' eps (METHODS.md §1.1)."""
+    x0 = (x_t - sigma_t eps) / alpha_t, x_t' = alpha_t' x0 + sigma_t' eps (docs/METHODS.md §1.1)."""
     T = prior.num_train_timesteps
     abar = prior.alphas_cumprod
     levels = torch.linspace(T - 1, 0, steps).round().long().tolist()

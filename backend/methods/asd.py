@@ -1,4 +1,4 @@
-"""Adversarial score distillation (ASD, Wei et al., CVPR 2024), official-code form, METHODS.md §2.6.
+"""Adversarial score distillation (ASD, Wei et al., CVPR 2024), official-code form, docs/METHODS.md §2.6.
 
 Uncertainty, stated plainly: the JSD paper's diversity experiment calls an ASD config and system that were
 never published. We implement the loss of the official ASD repository (as its author's 2D playground also

@@ -1,8 +1,9 @@
 """The Method seam and what update rules share: timestep sampling, w(t), and the gradient surrogate.
 
 A method turns a render into loss terms: `losses(out, cams, cond, step) -> {name: weighted loss}`. Its own
-trainable modules (LoRA, camera MLP, discriminator) come from `parameters()` as optimiser groups; its
-auxiliary updates happen inside `losses` or `after_step`. One file per algorithm.
+trainable modules come from `parameters()` as optimiser groups of the engine's optimiser, or have an optimiser of
+their own (VSD's particle model, the adversarial discriminator) that the method steps inside `losses`. One file
+per algorithm; design.md in this folder lists what a new method touches.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import Tensor
 
 from backend.core.cameras import Cameras
 from backend.core.outputs import RenderOutput
-from backend.core.schedules import parse_schedule
+from backend.core.schedules import Schedule, parse_schedule
 from backend.priors.base import Conditioning
 
 
@@ -37,7 +38,7 @@ class Method(Protocol):
 
 
 def grad_to_loss(x: Tensor, grad: Tensor, reduction: str = "sum") -> Tensor:
-    """Surrogate loss whose gradient w.r.t. x is `grad` up to the reduction (METHODS.md §1.3).
+    """Surrogate loss whose gradient w.r.t. x is `grad` up to the reduction (docs/METHODS.md §1.3).
 
     L = 1/2 sum((x - sg(x - g))^2) / B, so dL/dx = g / B ("sum", threestudio); "mean" takes the mean over
     all B*C*H*W elements and then divides by B again, dL/dx = g / (B^2 C H W) (threestudio SDI, jsddreamer);
@@ -58,7 +59,7 @@ def grad_to_loss(x: Tensor, grad: Tensor, reduction: str = "sum") -> Tensor:
 
 
 def weighting(name: str, alphas_cumprod: Tensor, t: Tensor) -> Tensor:
-    """w(t) [B] (METHODS.md §1.8)."""
+    """w(t) [B] (docs/METHODS.md §1.8)."""
     abar = alphas_cumprod[t]
     alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
     if name == "sds":
@@ -70,6 +71,19 @@ def weighting(name: str, alphas_cumprod: Tensor, t: Tensor) -> Tensor:
     if name == "inverse_sqrt_snr":
         return sigma / alpha
     raise ValueError(f"unknown weighting {name!r}")
+
+
+def method_schedules(cfg: Any, prior: Any, total_steps: int, generator: torch.Generator
+                     ) -> tuple[TimestepSampler, Schedule, Schedule]:
+    """What every update rule reads from its config before its first step: the timestep sampler and the
+    schedules of its loss `weight` and of its gradient clip `grad_clip` over the stage."""
+    return (TimestepSampler(cfg, prior.num_train_timesteps, total_steps, generator),
+            parse_schedule(cfg.weight, total_steps), parse_schedule(cfg.grad_clip, total_steps))
+
+
+def clip_gradient(g: Tensor, limit: float) -> Tensor:
+    """g clamped elementwise to +-limit; a limit of 0 means no clipping (docs/METHODS.md §1.3)."""
+    return g.clamp(-limit, limit) if limit > 0 else g
 
 
 class TimestepSampler:

@@ -1,4 +1,4 @@
-"""Entropic score distillation (ESD), METHODS.md §2.3.
+"""Entropic score distillation (ESD), docs/METHODS.md §2.3.
 
 ESD restores an entropy term of weight lambda on the renders' distribution q:
 

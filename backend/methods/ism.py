@@ -1,4 +1,4 @@
-"""Interval score matching (LucidDreamer), METHODS.md §2.4.
+"""Interval score matching (LucidDreamer), docs/METHODS.md §2.4.
 
 SDS compares the guided prediction with the random noise it added, which is a one-sample estimate of a very
 noisy target. ISM replaces that noise with a deterministic, consistent one: the render is DDIM-inverted with
@@ -49,7 +49,7 @@ from backend.core.cameras import Cameras
 from backend.core.image_ops import total_variation
 from backend.core.outputs import RenderOutput
 from backend.core.schedules import parse_schedule
-from backend.methods.base import TimestepSampler, grad_to_loss, weighting
+from backend.methods.base import clip_gradient, grad_to_loss, method_schedules, weighting
 from backend.priors.base import Conditioning, Prior, noise_to_level
 from backend.priors.ddim import ddim_step, ddim_timesteps, ddim_walk, stack_paths
 
@@ -78,9 +78,7 @@ class ISM:
         self.cfg = cfg
         self.prior = prior
         self.gen = generator
-        self.timesteps = TimestepSampler(cfg, prior.num_train_timesteps, total_steps, generator)
-        self.weight = parse_schedule(cfg.weight, total_steps)
-        self.grad_clip = parse_schedule(cfg.grad_clip, total_steps)
+        self.timesteps, self.weight, self.grad_clip = method_schedules(cfg, prior, total_steps, generator)
         self.delta_t = parse_schedule(cfg.delta_t, total_steps)
         self.tv_disparity = parse_schedule(cfg.tv_disparity, total_steps)
 
@@ -115,9 +113,7 @@ class ISM:
         eps_hat = self.prior.predict_eps(x_t, t, cond, self.cfg.guidance_scale)
         w = weighting(self.cfg.weighting, abar, t).view(-1, *([1] * (z.dim() - 1))).to(z.dtype)
         g = w * (eps_hat - e_s)
-        clip = self.grad_clip.at(step)
-        if clip > 0:
-            g = g.clamp(-clip, clip)
+        g = clip_gradient(g, self.grad_clip.at(step))
         return g, t, s
 
     def losses(self, out: RenderOutput, cams: Cameras, cond: Conditioning, step: int) -> dict[str, Tensor]:

@@ -1,4 +1,4 @@
-"""Jensen-Shannon score distillation, as its public reference code computes it (METHODS.md §2.5).
+"""Jensen-Shannon score distillation, as its public reference code computes it (docs/METHODS.md §2.5).
 
 What the paper claims. SDS minimises a reverse KL divergence, which is unbounded and mode seeking. JSD instead
 derives a bounded objective from the Jensen-Shannon divergence, through the generator loss of a GAN: with an
@@ -29,7 +29,7 @@ take this render), the re-noised target a second, noisier estimate drawn around 
 computes. Perp-Neg, which the reference runs with, is guidance inside the prior (`predict_eps`), not part of
 this method.
 
-The reference code's bugs, and what this file does instead (METHODS.md §2.5 f):
+The reference code's bugs, and what this file does instead (docs/METHODS.md §2.5):
 1. With k <= 0, or before the warm-up, the minority target was never assigned and the code crashed: the term is
    skipped.
 2. Batches of more than one view broke (t repeated per sample, `int()` of a tensor): any B works, views may even
@@ -54,8 +54,7 @@ from torch import Tensor
 from backend.config import JSDConfig
 from backend.core.cameras import Cameras
 from backend.core.outputs import RenderOutput
-from backend.core.schedules import parse_schedule
-from backend.methods.base import TimestepSampler, grad_to_loss
+from backend.methods.base import clip_gradient, grad_to_loss, method_schedules
 from backend.priors.base import Conditioning, Prior, noise_to_level, tweedie_x0
 from backend.priors.ddim import ddim_walk, stack_paths
 
@@ -68,15 +67,13 @@ class JSD:
         self.prior = prior
         self.gen = generator
         self.total = total_steps
-        self.timesteps = TimestepSampler(cfg, prior.num_train_timesteps, total_steps, generator)
-        self.weight = parse_schedule(cfg.weight, total_steps)
-        self.grad_clip = parse_schedule(cfg.grad_clip, total_steps)
+        self.timesteps, self.weight, self.grad_clip = method_schedules(cfg, prior, total_steps, generator)
 
     def parameters(self) -> list[dict[str, Any]]:
         return []
 
     def inversion_path(self, t: int, t_hi: int) -> list[int]:
-        """Levels of one view's inversion: the grid points below t, then t_hi (METHODS.md §2.5)."""
+        """Levels of one view's inversion: the grid points below t, then t_hi (docs/METHODS.md §2.5)."""
         stride = self.prior.num_train_timesteps // self.cfg.inversion_steps
         grid = [1 + i * stride for i in range(self.cfg.inversion_steps)]
         path = [g for g in grid if g < t] or [min(t, 1)]
@@ -123,9 +120,7 @@ class JSD:
         g = zd - x0_hd
         if x0_ld is not None:
             g = g + self.cfg.k * (zd - x0_ld)
-        clip = self.grad_clip.at(step)
-        if clip > 0:
-            g = g.clamp(-clip, clip)
+        g = clip_gradient(g, self.grad_clip.at(step))
         return g
 
     def losses(self, out: RenderOutput, cams: Cameras, cond: Conditioning, step: int) -> dict[str, Tensor]:

@@ -1,4 +1,4 @@
-"""Score distillation sampling (DreamFusion), METHODS.md §2.1.
+"""Score distillation sampling (DreamFusion), docs/METHODS.md §2.1.
 
     x_t = alpha_t z + sigma_t eps
     g   = w(t) (eps_hat(x_t; y_view, y_neg) - eps),   eps_hat = eps_u + s (eps_c - eps_u)
@@ -15,8 +15,7 @@ from torch import Tensor
 from backend.config import SDSConfig
 from backend.core.cameras import Cameras
 from backend.core.outputs import RenderOutput
-from backend.core.schedules import parse_schedule
-from backend.methods.base import TimestepSampler, grad_to_loss, weighting
+from backend.methods.base import clip_gradient, grad_to_loss, method_schedules, weighting
 from backend.priors.base import Conditioning, Prior, noise_to_level
 
 
@@ -27,9 +26,7 @@ class SDS:
         self.cfg = cfg
         self.prior = prior
         self.gen = generator
-        self.timesteps = TimestepSampler(cfg, prior.num_train_timesteps, total_steps, generator)
-        self.weight = parse_schedule(cfg.weight, total_steps)
-        self.grad_clip = parse_schedule(cfg.grad_clip, total_steps)
+        self.timesteps, self.weight, self.grad_clip = method_schedules(cfg, prior, total_steps, generator)
 
     def parameters(self) -> list[dict[str, Any]]:
         return []
@@ -43,9 +40,7 @@ class SDS:
             eps_hat = self.prior.predict_eps(x_t, t, cond, self.cfg.guidance_scale)
             w = weighting(self.cfg.weighting, self.prior.alphas_cumprod, t).view(-1, 1, 1, 1).to(z.dtype)
             g = w * (eps_hat - noise)
-            clip = self.grad_clip.at(step)
-            if clip > 0:
-                g = g.clamp(-clip, clip)
+            g = clip_gradient(g, self.grad_clip.at(step))
         return g, t
 
     def losses(self, out: RenderOutput, cams: Cameras, cond: Conditioning, step: int) -> dict[str, Tensor]:

@@ -1,4 +1,4 @@
-"""StableDreamer's update: SDS written as an L2 loss to a denoised pseudo ground truth (METHODS.md §2.7).
+"""StableDreamer's update: SDS written as an L2 loss to a denoised pseudo ground truth (docs/METHODS.md §2.7).
 
 From the Tweedie estimate x0_hat = (x_t - sigma_t eps_hat) / alpha_t with x_t = alpha_t z + sigma_t eps:
 
@@ -15,7 +15,7 @@ is the prior's pseudo ground truth for the render (pixels on a pixel prior, late
 The paper's other two ingredients live in the preset: annealing of the noise level (the stage's timestep
 schedule: shrinking-uniform, linear or sqrt deterministic) and two stages on one set of anisotropic 3D
 Gaussians, an image-space prior for geometry then a latent prior for colour. The paper publishes no code or
-configuration; every number of those schedules is inferred (METHODS.md §2.7 c).
+configuration; every number of those schedules is inferred (docs/METHODS.md §2.7).
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from torch import Tensor
 from backend.config import StableDreamerConfig
 from backend.core.cameras import Cameras
 from backend.core.outputs import RenderOutput
-from backend.core.schedules import parse_schedule
-from backend.methods.base import TimestepSampler, weighting
+from backend.methods.base import method_schedules, weighting
 from backend.priors.base import Conditioning, Prior, noise_to_level, tweedie_x0
 
 
@@ -46,9 +45,7 @@ class StableDreamer:
         self.cfg = cfg
         self.prior = prior
         self.gen = generator
-        self.timesteps = TimestepSampler(cfg, prior.num_train_timesteps, total_steps, generator)
-        self.weight = parse_schedule(cfg.weight, total_steps)
-        self.grad_clip = parse_schedule(cfg.grad_clip, total_steps)
+        self.timesteps, self.weight, self.grad_clip = method_schedules(cfg, prior, total_steps, generator)
         self.last_target: Tensor | None = None
 
     def parameters(self) -> list[dict[str, Any]]:

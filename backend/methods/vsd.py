@@ -1,4 +1,4 @@
-"""Variational score distillation (ProlificDreamer), METHODS.md §2.2.
+"""Variational score distillation (ProlificDreamer), docs/METHODS.md §2.2.
 
 A particle model phi (a trainable copy of the prior that starts equal to it: LoRA + camera MLP for diffusers
 priors, a zero-initialised residual network for the reference prior) estimates the score of the renders'
@@ -30,8 +30,7 @@ from torch import Tensor
 from backend.config import VSDConfig
 from backend.core.cameras import Cameras
 from backend.core.outputs import RenderOutput
-from backend.core.schedules import parse_schedule
-from backend.methods.base import TimestepSampler, grad_to_loss, weighting
+from backend.methods.base import clip_gradient, grad_to_loss, method_schedules, weighting
 from backend.priors.base import Conditioning, ParticleOptions, Prior, camera_vectors, noise_to_level, v_target
 
 
@@ -43,9 +42,7 @@ class VSD:
         self.cfg = cfg
         self.prior = prior
         self.gen = generator
-        self.timesteps = TimestepSampler(cfg, prior.num_train_timesteps, total_steps, generator)
-        self.weight = parse_schedule(cfg.weight, total_steps)
-        self.grad_clip = parse_schedule(cfg.grad_clip, total_steps)
+        self.timesteps, self.weight, self.grad_clip = method_schedules(cfg, prior, total_steps, generator)
         self.phi = prior.trainable_copy(ParticleOptions(
             rank=cfg.lora_rank, alpha=cfg.lora_alpha, camera_init=cfg.camera_init, model=cfg.particle_model,
             share_base=cfg.share_prior_unet))
@@ -72,9 +69,7 @@ class VSD:
             eps_phi = self.particle_eps(x_t, t, cond, camera).to(z.dtype)
             w = weighting(self.cfg.weighting, self.prior.alphas_cumprod, t).view(-1, 1, 1, 1).to(z.dtype)
             g = w * (eps_prior - eps_phi)
-            clip = self.grad_clip.at(step)
-            if clip > 0:
-                g = g.clamp(-clip, clip)
+            g = clip_gradient(g, self.grad_clip.at(step))
         return g, t
 
     # ------------------------------------------------------------------------------------------ phi's own step

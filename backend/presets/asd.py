@@ -23,11 +23,11 @@ from backend.presets.common import (
 
 GUIDANCE = (7.5, "D", "official ASD configs guidance_scale 7.5")
 UNCERTAIN = ("Official ASD loss with gamma = -0.75 from its configs; the JSD paper's ASD diversity config was "
-             "never published, so whether it used these settings is unverified (METHODS.md §2.6).")
+             "never published, so whether it used these settings is unverified (docs/METHODS.md §2.6).")
 
 
 def asd() -> JobConfig:
-    """Official ASD's 3DGS config (METHODS.md §2.6): fp32 weights, Perp-Neg on the prior, CFG 7.5,
+    """Official ASD's 3DGS config (docs/METHODS.md §2.6): fp32 weights, Perp-Neg on the prior, CFG 7.5,
     w = sigma/alpha, t_max 0.5, asd weight 0.1, 32000 steps, 2 views at 512 px. Its Shap-E initialisation is not
     available: the cloud starts as a ball."""
     steps = 32000
@@ -59,8 +59,8 @@ def asd_quick() -> JobConfig:
 
 PRESETS = [
     Preset("asd-quick", "ASD on 3D Gaussians with the reference prior (CPU, minutes)",
-           "Official ASD loss (METHODS.md §2.6) with the reference prior's residual particle model", False,
+           "Official ASD loss (docs/METHODS.md §2.6) with the reference prior's residual particle model", False,
            asd_quick, UNCERTAIN),
     Preset("asd", "Adversarial score distillation, official 3DGS config (GPU, fp32, about 30 GB est.)",
-           "Official ASD (METHODS.md §2.6)", True, asd, UNCERTAIN, GUIDANCE),
+           "Official ASD (docs/METHODS.md §2.6)", True, asd, UNCERTAIN, GUIDANCE),
 ]

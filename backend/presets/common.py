@@ -44,7 +44,7 @@ class Preset:
 # ---------------------------------------------------------------------------------------------- guidance scales
 
 # The project's one CFG form is (D): eps_u + s (eps_c - eps_u). threestudio's SD/IF SDS guidance uses (T):
-# eps_c + s (eps_c - eps_u), which is (D) with s + 1 (METHODS.md §1.2).
+# eps_c + s (eps_c - eps_u), which is (D) with s + 1 (docs/METHODS.md §1.2).
 CFG_FORMS = ("D", "T")
 
 
@@ -122,7 +122,7 @@ def quick_gaussians_stage(name: str, method: MethodConfig) -> StageConfig:
 
 
 def sd_prior(**fields: object) -> StableDiffusionPriorConfig:
-    """Stable Diffusion 2.1-base (the full presets' latent prior, METHODS.md §2.1), with changes."""
+    """Stable Diffusion 2.1-base (the full presets' latent prior, docs/METHODS.md §2.1), with changes."""
     prior = StableDiffusionPriorConfig()
     for k, v in fields.items():
         setattr(prior, k, v)

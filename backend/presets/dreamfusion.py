@@ -33,7 +33,7 @@ FULL_PROMPT = "a DSLR photo of a delicious hamburger"
 
 
 def dreamfusion_cameras() -> CameraConfig:
-    """threestudio's dreamfusion-sd cameras (METHODS.md §4): elevation -10..45, distance 1.5..2, fovy 40..70,
+    """threestudio's dreamfusion-sd cameras (docs/METHODS.md §4): elevation -10..45, distance 1.5..2, fovy 40..70,
     batch 1 at 64^2, position and look-at perturbations on."""
     return CameraConfig(elevation_range=[-10.0, 45.0], azimuth_range=[-180.0, 180.0], distance_range=[1.5, 2.0],
                         fovy_range=[40.0, 70.0], elevation_sampling="mixed", views=1, resolution=64,
@@ -84,7 +84,7 @@ def dreamfusion() -> JobConfig:
 
 PRESETS = [
     Preset("dreamfusion-quick", "SDS on a hash-grid NeRF with the reference prior; marching-cubes mesh (CPU)",
-           "DreamFusion's SDS (METHODS.md §2.1) on threestudio's NeRF (§3.2, §3.4)", False, dreamfusion_quick),
+           "DreamFusion's SDS (docs/METHODS.md §2.1) on threestudio's NeRF (§3.2, §3.4)", False, dreamfusion_quick),
     Preset("dreamfusion", "SDS on a NeRF with Stable Diffusion (threestudio dreamfusion-sd)",
-           "DreamFusion (METHODS.md §2.1, §3.2)", True, dreamfusion, reference_guidance=GUIDANCE),
+           "DreamFusion (docs/METHODS.md §2.1, §3.2)", True, dreamfusion, reference_guidance=GUIDANCE),
 ]

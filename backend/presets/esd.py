@@ -17,7 +17,7 @@ GUIDANCE = (7.5, "D", "ESD (threestudio-based) guidance_scale 7.5")
 
 
 def esd() -> JobConfig:
-    """ESD (METHODS.md §2.3) with lambda 0.5 on ProlificDreamer's stage-1 settings, 25 000 steps."""
+    """ESD (docs/METHODS.md §2.3) with lambda 0.5 on ProlificDreamer's stage-1 settings, 25 000 steps."""
     steps = 25000
     method = ESDConfig(guidance_scale=project_guidance_scale(*GUIDANCE[:2]),
                        guidance_scale_lora=0.5, weighting="sds", t_min=0.02,
@@ -37,8 +37,8 @@ def esd_quick() -> JobConfig:
 
 PRESETS = [
     Preset("esd-quick", "ESD (lambda 0.5) on 3D Gaussians with the reference prior (CPU, minutes)",
-           "ESD (METHODS.md §2.3) with the reference prior's residual particle model", False, esd_quick),
+           "ESD (docs/METHODS.md §2.3) with the reference prior's residual particle model", False, esd_quick),
     Preset("esd", "Entropic score distillation, lambda 0.5 (GPU, about 12 GB est.)",
-           "ESD (METHODS.md §2.3) on ProlificDreamer's stage-1 settings", True, esd,
+           "ESD (docs/METHODS.md §2.3) on ProlificDreamer's stage-1 settings", True, esd,
            "ESD's NeRF/mesh stages arrive with the NeRF/DMTet work; this preset runs on 3D Gaussians.", GUIDANCE),
 ]

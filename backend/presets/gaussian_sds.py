@@ -33,7 +33,7 @@ def gaussian_sds_quick() -> JobConfig:
 
 
 def gaussian_sds() -> JobConfig:
-    """SDS on 3D Gaussians with Stable Diffusion 2.1-base (GaussianDreamer's guidance, METHODS.md §2.1):
+    """SDS on 3D Gaussians with Stable Diffusion 2.1-base (GaussianDreamer's guidance, docs/METHODS.md §2.1):
     CFG 100 (T) = 101 here, w = 1 - abar, t_max 0.98 -> 0.55 at step 500 of 1200, gradient clip 1.5 -> 2.0
     over steps 0-1000, 4 views at 512 px. GaussianDreamer's Shap-E initialisation is not available: the cloud
     starts as a ball."""
@@ -58,8 +58,8 @@ def gaussian_sds() -> JobConfig:
 
 PRESETS = [
     Preset("gaussian-sds-quick", "SDS on 3D Gaussians with the embedded reference prior (CPU, minutes)",
-           "DreamFusion's SDS (METHODS.md §2.1) on 3DGS (§3.1)", False, gaussian_sds_quick),
+           "DreamFusion's SDS (docs/METHODS.md §2.1) on 3DGS (§3.1)", False, gaussian_sds_quick),
     Preset("gaussian-sds", "SDS on 3D Gaussians with Stable Diffusion 2.1-base (GPU, about 10 GB, estimated)",
-           "GaussianDreamer's SDS guidance (METHODS.md §2.1): CFG 100 (T) = 101", True, gaussian_sds,
+           "GaussianDreamer's SDS guidance (docs/METHODS.md §2.1): CFG 100 (T) = 101", True, gaussian_sds,
            "GaussianDreamer's Shap-E initialisation is not available; the cloud starts as a ball.", GUIDANCE),
 ]

@@ -28,7 +28,7 @@ GUIDANCE = (7.5, "T", "jsddreamer guidance 7.5 without Perp-Neg")
 
 
 def _jsd_job(name: str, surroundings: bool, perp_neg: bool) -> JobConfig:
-    """JSD as its public code runs it (METHODS.md §2.5), on 3D Gaussians: 10 000 steps, one view, 256^2 then
+    """JSD as its public code runs it (docs/METHODS.md §2.5), on 3D Gaussians: 10 000 steps, one view, 256^2 then
     512^2 from 20%, t falling 980 -> 250, inversion grid of 10 with eta 0.3 and jitter 0..99, k = 1. Guidance
     13.5 / -13.5 in this project's form are the reference's values with Perp-Neg on (Perp-Neg is an option of
     the prior); without Perp-Neg the reference guides with eps_c + s (eps_c - eps_u), s = 7.5 / -7.5, which is
@@ -108,12 +108,12 @@ def jsd_surroundings_quick() -> JobConfig:
 
 PRESETS = [
     Preset("jsd-quick", "JSD on 3D Gaussians with the reference prior (CPU, minutes)",
-           "jsddreamer's public code (METHODS.md §2.5), its bugs fixed", False, jsd_quick),
+           "jsddreamer's public code (docs/METHODS.md §2.5), its bugs fixed", False, jsd_quick),
     Preset("jsd", "JSD on 3D Gaussians with Stable Diffusion (GPU)",
-           "jsddreamer's public code (METHODS.md §2.5), its bugs fixed", True, jsd, reference_guidance=GUIDANCE),
+           "jsddreamer's public code (docs/METHODS.md §2.5), its bugs fixed", True, jsd, reference_guidance=GUIDANCE),
     Preset("jsd-surroundings-quick", "jsd-quick with random solid backgrounds half of the time (the surroundings "
-           "variant)", "jsddreamer's surroundings config (METHODS.md §2.5)", False, jsd_surroundings_quick),
+           "variant)", "jsddreamer's surroundings config (docs/METHODS.md §2.5)", False, jsd_surroundings_quick),
     Preset("jsd-surroundings", "jsd with random solid backgrounds half of the time (GPU)",
-           "jsddreamer's surroundings config (METHODS.md §2.5)", True, jsd_surroundings,
+           "jsddreamer's surroundings config (docs/METHODS.md §2.5)", True, jsd_surroundings,
            reference_guidance=GUIDANCE),
 ]

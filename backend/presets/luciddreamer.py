@@ -28,7 +28,7 @@ GUIDANCE = (7.5, "D", "LucidDreamer guidance_scale 7.5")
 
 
 def luciddreamer() -> JobConfig:
-    """LucidDreamer (METHODS.md §2.4, §3.1, §4): ISM on 3DGS with Stable Diffusion, 5000 steps, 4 views at
+    """LucidDreamer (docs/METHODS.md §2.4, §3.1, §4): ISM on 3DGS with Stable Diffusion, 5000 steps, 4 views at
     512^2 sharing one t.
 
     Cameras: LucidDreamer's frame is z-up with the front camera on +y, ours z-up with the front on -y; azimuths
@@ -108,7 +108,7 @@ def luciddreamer_quick() -> JobConfig:
 
 PRESETS = [
     Preset("luciddreamer-quick", "ISM (LucidDreamer) on 3D Gaussians with the reference prior (CPU, minutes)",
-           "LucidDreamer's interval score matching (METHODS.md §2.4) on 3DGS (§3.1)", False, luciddreamer_quick),
+           "LucidDreamer's interval score matching (docs/METHODS.md §2.4) on 3DGS (§3.1)", False, luciddreamer_quick),
     Preset("luciddreamer", "ISM (LucidDreamer) on 3D Gaussians with Stable Diffusion (GPU)",
-           "LucidDreamer (METHODS.md §2.4, §3.1, §4)", True, luciddreamer, reference_guidance=GUIDANCE),
+           "LucidDreamer (docs/METHODS.md §2.4, §3.1, §4)", True, luciddreamer, reference_guidance=GUIDANCE),
 ]

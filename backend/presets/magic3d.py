@@ -83,7 +83,7 @@ def magic3d() -> JobConfig:
 
 PRESETS = [
     Preset("magic3d-quick", "Coarse NeRF then a DMTet mesh refined from it, with the reference prior (CPU)",
-           "Magic3D-style coarse to fine (METHODS.md §3.2, §3.3)", False, magic3d_quick),
+           "Magic3D-style coarse to fine (docs/METHODS.md §3.2, §3.3)", False, magic3d_quick),
     Preset("magic3d", "Coarse NeRF then a refined DMTet mesh with Stable Diffusion",
-           "Magic3D-style coarse to fine (METHODS.md §3.2, §3.3)", True, magic3d, reference_guidance=GUIDANCE),
+           "Magic3D-style coarse to fine (docs/METHODS.md §3.2, §3.3)", True, magic3d, reference_guidance=GUIDANCE),
 ]

@@ -30,7 +30,7 @@ NEEDS_NERF = ("ProlificDreamer's NeRF stage 1 and its DMTet geometry/texture sta
 
 
 def vsd_stage(method: MethodConfig, steps: int) -> StageConfig:
-    """ProlificDreamer's stage 1 settings (METHODS.md §2.2 (c)) on 3D Gaussians: SD 2.1-base prior in fp16,
+    """ProlificDreamer's stage 1 settings (docs/METHODS.md §2.2) on 3D Gaussians: SD 2.1-base prior in fp16,
     CFG 7.5, t_max 0.98 -> 0.5 at step 5000 of 25000, 30/30 degree view buckets, render 64 -> 512 px at step
     5000, one view per step, AdamW (0.9, 0.99), wd 0.01 on the representation, LoRA + camera MLP at 1e-4."""
     return StageConfig(
@@ -45,7 +45,7 @@ def vsd_stage(method: MethodConfig, steps: int) -> StageConfig:
 
 
 def prolificdreamer() -> JobConfig:
-    """VSD (METHODS.md §2.2) with ProlificDreamer's stage-1 settings, 25 000 steps."""
+    """VSD (docs/METHODS.md §2.2) with ProlificDreamer's stage-1 settings, 25 000 steps."""
     steps = 25000
     method = VSDConfig(guidance_scale=project_guidance_scale(*GUIDANCE[:2]),
                        weighting="sds", t_min=0.02, t_max=[5000 / steps, 0.98, 0.5, 5001 / steps],
@@ -63,9 +63,9 @@ def prolificdreamer_quick() -> JobConfig:
 
 PRESETS = [
     Preset("prolificdreamer-quick", "VSD on 3D Gaussians with the reference prior (CPU, minutes)",
-           "VSD (METHODS.md §2.2) with the reference prior's residual particle model", False,
+           "VSD (docs/METHODS.md §2.2) with the reference prior's residual particle model", False,
            prolificdreamer_quick),
     Preset("prolificdreamer", "VSD with a LoRA particle model on SD 2.1 (GPU, about 12 GB, estimated)",
-           "ProlificDreamer stage 1 (METHODS.md §2.2), threestudio's config", True, prolificdreamer,
+           "ProlificDreamer stage 1 (docs/METHODS.md §2.2), threestudio's config", True, prolificdreamer,
            NEEDS_NERF, GUIDANCE),
 ]

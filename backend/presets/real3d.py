@@ -65,7 +65,7 @@ def real3d_quick() -> JobConfig:
 
 
 def real3d() -> JobConfig:
-    """Real3D (METHODS.md §2.8): SD 2.1-base with guidance 100 -> 101 and the positional embedding; one field
+    """Real3D (docs/METHODS.md §2.8): SD 2.1-base with guidance 100 -> 101 and the positional embedding; one field
     drawn by volume rendering (128^2) and as DMTet (512^2, threshold 0.1) with the implicit-to-explicit
     schedule; SDS + 0.01 adversarial (1000 prior images, PatchGAN at 256^2); Adan lr 5e-3 cosine to 1e-6;
     10 000 steps at batch 2, the second view 90 degrees from the first."""
@@ -91,7 +91,7 @@ def real3d() -> JobConfig:
 
 PRESETS = [
     Preset("real3d-quick", "Real3D: one field, volume and mesh renders, SDS + adversarial term, Adan "
-           "(reference prior, CPU)", "Real3D (METHODS.md §2.8)", False, real3d_quick),
+           "(reference prior, CPU)", "Real3D (docs/METHODS.md §2.8)", False, real3d_quick),
     Preset("real3d", "Real3D: dual NeRF/DMTet renders, SDS + adversarial term, Adan, Stable Diffusion",
-           "Real3D (METHODS.md §2.8)", True, real3d, reference_guidance=GUIDANCE),
+           "Real3D (docs/METHODS.md §2.8)", True, real3d, reference_guidance=GUIDANCE),
 ]

@@ -69,7 +69,7 @@ def _stages(pixel_prior: PriorConfig, latent_prior: PriorConfig, steps: int, qui
 
 
 def stabledreamer() -> JobConfig:
-    """StableDreamer (METHODS.md §2.7): SDS as L2 to the denoised image (w_L2 = alpha_t sigma_t), anisotropic
+    """StableDreamer (docs/METHODS.md §2.7): SDS as L2 to the denoised image (w_L2 = alpha_t sigma_t), anisotropic
     Gaussians, stage 1 on a pixel prior (IF stage I, 64^2, guidance 21, shrinking-uniform t 0.98 -> 0.5) then
     stage 2 on a latent prior (SD 2.1-base, 512^2, guidance 100, t falling 500 -> 20), half the steps each, a
     lower position learning rate in stage 2. The paper publishes no numbers: all are inferred."""
@@ -89,8 +89,8 @@ def stabledreamer_quick() -> JobConfig:
 
 PRESETS = [
     Preset("stabledreamer-quick", "StableDreamer's L2-to-denoised SDS in two annealed stages, both on the "
-           "reference prior (CPU, minutes)", "StableDreamer (METHODS.md §2.7), numbers inferred", False,
+           "reference prior (CPU, minutes)", "StableDreamer (docs/METHODS.md §2.7), numbers inferred", False,
            stabledreamer_quick),
     Preset("stabledreamer", "StableDreamer: DeepFloyd IF stage then Stable Diffusion stage on 3D Gaussians (GPU)",
-           "StableDreamer (METHODS.md §2.7), numbers inferred", True, stabledreamer, reference_guidance=GUIDANCE),
+           "StableDreamer (docs/METHODS.md §2.7), numbers inferred", True, stabledreamer, reference_guidance=GUIDANCE),
 ]

@@ -1,6 +1,6 @@
 """The Prior seam: a frozen 2D diffusion model as score distillation sees it.
 
-One classifier-free guidance convention in the whole code base (METHODS.md §1.2):
+One classifier-free guidance convention in the whole code base (docs/METHODS.md §1.2):
     eps_hat = eps_u + s * (eps_c - eps_u)
 so s = 1 is the conditional prediction alone and s = 0 the unconditional one. "Unconditional" means the
 negative prompt's condition (default ""), never zeros.
@@ -67,7 +67,7 @@ class Prior(Protocol):
 
         An empty `prompt` is the null condition: the empty text for every view, without view suffixes, so
         that `predict_eps(x, t, condition("", "", cams), 1.0)` is the model's unconditional prediction
-        eps(x, t, "") (ISM inverts with it; METHODS.md §2.4). It may differ from the unconditional branch of
+        eps(x, t, "") (ISM inverts with it; docs/METHODS.md §2.4). It may differ from the unconditional branch of
         guidance, which is the negative prompt's."""
         ...
 
@@ -93,7 +93,7 @@ class Prior(Protocol):
 
 @dataclass
 class ParticleOptions:
-    """How `Prior.trainable_copy` builds the particle model (METHODS.md §2.2). `model` names another base UNet
+    """How `Prior.trainable_copy` builds the particle model (docs/METHODS.md §2.2). `model` names another base UNet
     ("" = the prior's own weights); `share_base` puts the adapter on the prior's own network (single-model
     mode); `camera_init` "zero" makes the camera MLP start at zero so the copy equals its base exactly."""
 
@@ -138,13 +138,13 @@ def camera_vectors(cams: Cameras) -> Tensor:
 
 
 def v_to_eps(v: Tensor, x_t: Tensor, t: Tensor, alphas_cumprod: Tensor) -> Tensor:
-    """eps = sigma_t x_t + alpha_t v (METHODS.md §1.1)."""
+    """eps = sigma_t x_t + alpha_t v (docs/METHODS.md §1.1)."""
     abar = alphas_cumprod[t].to(v.dtype).view(-1, *([1] * (v.dim() - 1)))
     return (1 - abar).sqrt() * x_t.to(v.dtype) + abar.sqrt() * v
 
 
 def v_target(eps: Tensor, x0: Tensor, t: Tensor, alphas_cumprod: Tensor) -> Tensor:
-    """v = alpha_t eps - sigma_t x0 (METHODS.md §1.1)."""
+    """v = alpha_t eps - sigma_t x0 (docs/METHODS.md §1.1)."""
     abar = alphas_cumprod[t].to(eps.dtype).view(-1, *([1] * (eps.dim() - 1)))
     return abar.sqrt() * eps - (1 - abar).sqrt() * x0
 

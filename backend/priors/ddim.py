@@ -1,7 +1,7 @@
 """Deterministic DDIM moves on the Prior protocol: inversion (towards noise) and sampling (towards data).
 
 With x_t = alpha_t x0 + sigma_t eps (alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t)), one DDIM move from
-level t to level t' (either direction) with the prediction eps_hat = eps(x_t, t) is (METHODS.md §1.1)
+level t to level t' (either direction) with the prediction eps_hat = eps(x_t, t) is (docs/METHODS.md §1.1)
 
     x0_hat = (x_t - sigma_t eps_hat) / alpha_t,      x_t' = alpha_t' x0_hat + sigma_t' eps_hat.
 
@@ -14,7 +14,7 @@ reference code starts its grid at -99) stands for the boundary alpha abar_0, as 
 schedulers do with `set_alpha_to_one=False`; the model is still called with the negative timestep, which only
 some priors accept (the reference prior refuses it with a clear error).
 
-Used by ISM (unconditional inversion with a stride, METHODS.md §2.4) and JSD (a fixed grid with guidance and
+Used by ISM (unconditional inversion with a stride, docs/METHODS.md §2.4) and JSD (a fixed grid with guidance and
 eta noise, §2.5).
 """
 
@@ -93,7 +93,7 @@ def ddim_walk(prior: Prior, x: Tensor, cond: Conditioning, timesteps: Sequence[i
 
     Returns (x at the last level, the eps predicted at the last departure; None when there was no move).
     `eta` > 0 adds eta * sigma * N(0, I) after each deterministic move, as JSD's reference code does (this is
-    not DDIM-eta, whose deterministic part would shrink to make room for the noise; METHODS.md §2.5 bug 5)."""
+    not DDIM-eta, whose deterministic part would shrink to make room for the noise; docs/METHODS.md §2.5)."""
     B = x.shape[0]
     levels = [torch.as_tensor(t, device=x.device).long().expand(B) for t in timesteps]
     eps = None

@@ -1,4 +1,4 @@
-"""The DeepFloyd IF stage I prior: pixel space at 64x64, METHODS.md §1.7.
+"""The DeepFloyd IF stage I prior: pixel space at 64x64, docs/METHODS.md §1.7.
 
 - Weights: DeepFloyd/IF-I-XL-v1.0 by default (gated: accept its licence on the hub), a local folder, or
   random:ARCH; checked on disk before anything loads (backend/priors/hub.py).

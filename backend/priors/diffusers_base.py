@@ -1,7 +1,7 @@
 """What the diffusers priors (Stable Diffusion, DeepFloyd IF) share: loading from a checked local folder or a
 random architecture, precision, prompt embeddings cached per (model, text), UNet calls with v -> eps
 conversion, classifier-free guidance in the one form eps_u + s (eps_c - eps_u), Perp-Neg, the memory
-options, and the particle model of VSD/ESD/ASD (a peft LoRA plus a camera MLP, METHODS.md §2.2).
+options, and the particle model of VSD/ESD/ASD (a peft LoRA plus a camera MLP, docs/METHODS.md §2.2).
 
 Subclasses say which components they need and how text, renders and UNet outputs map to and from the
 prior's space (`_load_text`, `_embed_texts`, `_load_networks`, `encode`, `decode`, `out_channels`).
@@ -391,7 +391,7 @@ def _read_scheduler_config(root: Path) -> dict[str, Any]:
 
 
 class LoRAParticleModel:
-    """The particle score model of VSD/ESD/ASD on a diffusers UNet (METHODS.md §2.2, "φ with peft"):
+    """The particle score model of VSD/ESD/ASD on a diffusers UNet (docs/METHODS.md §2.2):
 
     - `unet.add_adapter(LoraConfig(r, alpha, init_lora_weights="gaussian", target_modules=to_q/to_k/to_v/
       to_out.0))`: down-projections ~ N(0, 1/r^2), up-projections 0, so the LoRA adds nothing at first;

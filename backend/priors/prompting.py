@@ -1,4 +1,4 @@
-"""View-dependent prompting (METHODS.md §1.5): bucket assignment, prompt suffixes, and Perp-Neg."""
+"""View-dependent prompting (docs/METHODS.md §1.5): bucket assignment, prompt suffixes, and Perp-Neg."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def view_prompt(prompt: str, bucket: str) -> str:
 
 
 def interpolation_weights(elevation: Tensor, azimuth: Tensor, overhead: float = 60.0) -> list[dict[str, float]]:
-    """The positional ("interpolated") view embedding of METHODS.md §1.5 as bucket weights per view: for
+    """The positional ("interpolated") view embedding of docs/METHODS.md §1.5 as bucket weights per view: for
     |a| < 90, r = 1 - |a| / 90 and front r + side (1 - r); otherwise r = 2 - |a| / 90 and side r + back (1 - r);
     views above `overhead` elevation use the overhead bucket alone. Text priors blend the bucket embeddings
     with these weights; the reference prior blends the buckets' reference sets."""
@@ -55,7 +55,7 @@ def interpolation_weights(elevation: Tensor, azimuth: Tensor, overhead: float = 
     return out
 # ---------------------------------------------------------------------------------------------- Perp-Neg
 
-# f(r) = a exp(-b r) + c, threestudio's defaults (METHODS.md §1.5)
+# f(r) = a exp(-b r) + c, threestudio's defaults (docs/METHODS.md §1.5)
 PERP_NEG_F_SB = (1.0, 0.5, -0.606)
 PERP_NEG_F_FSB = (1.0, 0.5, 0.967)
 PERP_NEG_F_FS = (4.0, 0.5, -2.426)

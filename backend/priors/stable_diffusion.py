@@ -1,4 +1,4 @@
-"""The Stable Diffusion prior (1.x/2.x in diffusers format): latent space, METHODS.md §1.
+"""The Stable Diffusion prior (1.x/2.x in diffusers format): latent space, docs/METHODS.md §1.7.
 
 - Weights: a Hugging Face model id (default stabilityai/stable-diffusion-2-1-base), a local folder, or
   random:ARCH; found on disk before anything loads (backend/priors/hub.py) or the job fails with the command

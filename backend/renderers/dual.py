@@ -1,4 +1,4 @@
-"""Real3D's dual renderer (METHODS.md §2.8): one field, drawn by volume rendering and as a DMTet mesh.
+"""Real3D's dual renderer (docs/METHODS.md §2.8): one field, drawn by volume rendering and as a DMTet mesh.
 
 Views alternate: even views are volume-rendered at the representation's `implicit_resolution` and upsampled
 bilinearly to the camera resolution; odd views are marching-tetrahedra meshes of the same field (SDF =

@@ -339,7 +339,7 @@ def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
 
 
 def normal_consistency(verts: Tensor, faces: Tensor, normals: Tensor | None = None) -> Tensor:
-    """Mean over edges of 1 - cos between the vertex normals at the edge's two ends (METHODS.md §3.3)."""
+    """Mean over edges of 1 - cos between the vertex normals at the edge's two ends (docs/METHODS.md §3.3)."""
     if faces.shape[0] == 0:
         return verts.new_zeros(())
     n = vertex_normals(verts, faces) if normals is None else normals

@@ -1,4 +1,4 @@
-"""Volume rendering of a NeRF field in pure torch (METHODS.md §3.2), with occupancy-grid skipping.
+"""Volume rendering of a NeRF field in pure torch (docs/METHODS.md §3.2), with occupancy-grid skipping.
 
 For each pixel ray x(t) = o + t d (unit d) clipped to the cube [-R, R]^3, samples sit at the midpoints
 t_k = t_near + (k + 1/2) delta of a fixed step delta = sqrt(3) 2 R / samples_per_diagonal, and

@@ -28,7 +28,7 @@ from backend.core.outputs import RenderOutput
 
 @runtime_checkable
 class Representation(Protocol):
-    kind: str  # "gaussians" or "mesh": which snapshot/asset layout it writes (DESIGN.md §4)
+    kind: str  # "gaussians" or "mesh": which snapshot/asset layout it writes (docs/DESIGN.md §4)
     cfg: Any
 
     @property

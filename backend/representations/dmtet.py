@@ -1,4 +1,4 @@
-"""DMTet (METHODS.md §3.3): a signed distance on a tetrahedral grid with bounded vertex deformation, turned into
+"""DMTet (docs/METHODS.md §3.3): a signed distance on a tetrahedral grid with bounded vertex deformation, turned into
 a triangle mesh by differentiable marching tetrahedra, with colour from a hash-grid field.
 
 Tet grid (generated here, nothing downloaded): the Kuhn (Freudenthal) split of a regular grid of n^3 cubes,
@@ -14,7 +14,7 @@ SDF (positive inside):
 - geometry = "sdf": a per-vertex parameter, from a sphere or from a NeRF (`create_from`);
 - geometry = "density": density(p) - density_threshold of the representation's own field, the one field that
   Real3D renders both by volume rendering and as this mesh (the dual renderer); with density_level=occupancy
-  the level is 1 - exp(-density * step) of one ray-marching step instead (METHODS.md §2.8's fallback).
+  the level is 1 - exp(-density * step) of one ray-marching step instead (docs/METHODS.md §2.8's fallback).
 
 Marching tetrahedra: a tet with 1 to 3 corners inside emits 1 or 2 triangles whose corners lie on its
 sign-changing edges at p = (p_b s_a - p_a s_b) / (s_a - s_b), differentiable w.r.t. the SDF and the positions.
@@ -219,7 +219,7 @@ class DMTet(FieldRepresentation):
     @classmethod
     def create_from(cls, other: Any, cfg: DMTetConfig, device: torch.device | str = "cpu",
                     generator: torch.Generator | None = None) -> DMTet:
-        """A DMTet initialised from a NeRF (Magic3D's refine stage, METHODS.md §3.3): the field, background and
+        """A DMTet initialised from a NeRF (Magic3D's refine stage, docs/METHODS.md §3.3): the field, background and
         occupancy grid are copied (the field settings must match, as validate() checks), the grid covers the
         tight bounds of {density > threshold} grown by `box_margin`, SDF = clamp(density - threshold, -1, 1),
         deformation 0."""
@@ -259,7 +259,7 @@ class DMTet(FieldRepresentation):
         return mesh_ply_arrays(self.export_mesh())
 
     def export_mesh(self) -> ExportMesh:
-        """The extracted mesh as it is (METHODS.md §3.4), with albedo per vertex."""
+        """The extracted mesh as it is (docs/METHODS.md §3.4), with albedo per vertex."""
         with torch.no_grad():
             v, f = self.extract()
             colours = self.field.albedo(v) if v.shape[0] else v.new_zeros(0, 3)

@@ -1,4 +1,4 @@
-"""Mesh extraction from a field (METHODS.md §3.4): marching cubes on a NeRF's density, colours per vertex or baked
+"""Mesh extraction from a field (docs/METHODS.md §3.4): marching cubes on a NeRF's density, colours per vertex or baked
 into a UV texture (xatlas). The files are written by io/mesh_export.py.
 
 NeRF: the density is sampled on a resolution^3 grid over the field's cube and PyMCubes extracts the level

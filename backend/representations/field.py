@@ -1,4 +1,4 @@
-"""The hash-grid field and what NeRF and DMTet build on it (METHODS.md §3.2): the field itself (density and
+"""The hash-grid field and what NeRF and DMTet build on it (docs/METHODS.md §3.2): the field itself (density and
 albedo heads, the blob density bias, normals), the learned background, the occupancy grid that lets the volume
 renderer skip empty space, and `FieldRepresentation`, the base both representations share.
 
@@ -286,7 +286,7 @@ class FieldRepresentation(nn.Module):
         """Constant learning rates (the optimiser config may decay them)."""
 
     def begin_step(self, step: int, total_steps: int) -> None:
-        """Grow the hash grid and draw this step's shading (METHODS.md §3.2)."""
+        """Grow the hash grid and draw this step's shading (docs/METHODS.md §3.2)."""
         c = self.cfg
         grow_from = round(c.grid_grow_from * total_steps)
         added = 0 if step < grow_from else 1 + (step - grow_from) // c.grid_grow_every

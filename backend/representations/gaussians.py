@@ -1,4 +1,4 @@
-"""3D Gaussians (METHODS.md §3.1): parameters, activations, densification and the PLY snapshot.
+"""3D Gaussians (docs/METHODS.md §3.1): parameters, activations, densification and the PLY snapshot.
 
 Raw parameters (what the optimiser sees) and their activations:
     xyz [N, 3]             -> means (identity)
@@ -267,7 +267,7 @@ class Gaussians(nn.Module):
     # ------------------------------------------------------------------------------------------ I/O
 
     def snapshot(self, max_points: int | None = None) -> dict[str, np.ndarray]:
-        """Arrays in the standard 3DGS PLY layout (DESIGN.md §4), float32 [N] each, the most opaque
+        """Arrays in the standard 3DGS PLY layout (docs/DESIGN.md §4), float32 [N] each, the most opaque
         `max_points` first. Non-finite rows are dropped so NaN never reaches a client."""
         with torch.no_grad():
             cols = {

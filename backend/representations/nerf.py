@@ -1,4 +1,4 @@
-"""NeRF (METHODS.md §3.2): the hash-grid field of representations/field.py rendered by volume rendering
+"""NeRF (docs/METHODS.md §3.2): the hash-grid field of representations/field.py rendered by volume rendering
 (`renderers/volume_torch.py`), streamed and exported as a mesh by marching cubes on its density
 (`representations/extract.py`)."""
 

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend import __version__
+from backend import __version__, protocol
 from backend.jobs.artifacts import MEDIA_TYPES, open_artifact, sha256_of
 from backend.jobs.manager import JobConflict, JobManager, JobNotFound
 from backend.jobs.store import JOB_ID_PATTERN
@@ -306,10 +306,11 @@ def create_app(manager: JobManager, token: str, hosts: frozenset[str]) -> Any:
                                           for m in sorted(set(MEDIA_TYPES.values()))}},
                         **_errors(401, 403, 404, 422)})
     async def artifact(job_id: str = job_id_param,
-                       name: str = Path(description="An artifact name the server lists: asset.ply, asset.glb, "
-                                                    "preview.png, "
-                                                    "turntable.gif, turntable.png, result.json, "
-                                                    "snapshot-NNNNNN.ply, preview-NNNNNN.png")) -> Response:
+                       name: str = Path(description="An artifact name the server lists: "
+                                                    + ", ".join(protocol.FINAL_NAMES) + ", "
+                                                    + protocol.snapshot_name(0).replace("000000", "NNNNNN") + ", "
+                                                    + protocol.preview_name(0).replace("000000", "NNNNNN"))
+                       ) -> Response:
         """Download an artifact by its server-chosen name."""
         try:
             manager.get(job_id)
@@ -374,14 +375,8 @@ def strict_json(body: bytes) -> Any:
 
 def _presets() -> list[dict[str, Any]]:
     from backend import presets
-    from backend.config import settings_of
 
-    out = []
-    for p in presets.PRESETS.values():
-        cfg = presets.get(p.name)
-        out.append({"name": p.name, "summary": p.summary, "source": p.source, "needs_gpu": p.needs_gpu,
-                    "total_steps": cfg.total_steps, "settings": [s.to_json() for s in settings_of(cfg)]})
-    return out
+    return presets.payload()
 
 
 def _error(status: int, code: str, message: str, hint: str = "", field: str | None = None) -> JSONResponse:

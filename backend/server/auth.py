@@ -1,4 +1,4 @@
-"""Who may talk to the server (RELIABILITY.md §2), checked before any route runs.
+"""Who may talk to the server (docs/RELIABILITY.md §2), checked before any route runs.
 
 `Guard` is a plain ASGI middleware. For every HTTP request (and any WebSocket upgrade), in this order:
 1. `Host` must be exactly one of the allowed host:port values (loopback names and the bound address); an
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 PUBLIC_PATHS = frozenset({"/v1/health"})
-MAX_BODY_BYTES = 64 * 1024  # a job spec (RELIABILITY.md §2)
+MAX_BODY_BYTES = 64 * 1024  # a job spec (docs/RELIABILITY.md §2)
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024  # a 3DGS PLY for conversion (a million Gaussians at SH degree 3)
 UPLOAD_PATHS = frozenset({"/v1/meshes"})  # the routes that take a file; every other body is a small JSON
 

@@ -125,3 +125,12 @@ def test_nothing_below_the_engine_imports_it():
     upward = sorted(f"{mod} -> {dep}" for mod, deps in import_graph().items()
                     if mod.startswith(BELOW_ENGINE) for dep in deps if dep.startswith("backend.engine"))
     assert not upward, "imports from below the engine into it: " + ", ".join(upward)
+
+
+def test_core_and_io_are_the_bottom_layers():
+    # core/ needs nothing of the project; io/ (file formats) needs only core/ and itself.
+    graph = import_graph()
+    wrong = sorted(f"{mod} -> {dep}" for mod, deps in graph.items() for dep in deps if dep != "backend" and (
+        (mod.startswith("backend.core") and not dep.startswith("backend.core"))
+        or (mod.startswith("backend.io") and not dep.startswith(("backend.core", "backend.io")))))
+    assert not wrong, "imports out of the bottom layers: " + ", ".join(wrong)

@@ -1,5 +1,5 @@
-"""Particle models of VSD/ESD/ASD (METHODS.md §2.2): LoRA + camera MLP on diffusers UNets, a residual network on the
-reference prior; exact equality at initialisation, what their optimiser updates, camera dropout, ESD = VSD at
+"""Particle models of VSD/ESD/ASD (docs/METHODS.md §2.2): LoRA + camera MLP on diffusers UNets, a residual network
+on the reference prior; exact equality at initialisation, what their optimiser updates, camera dropout, ESD = VSD at
 s_L = 1, v-prediction, single-model mode, checkpoints."""
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def test_residual_copy_equals_the_reference_prior_at_initialisation(ref):
 
 
 def test_sd21_lora_and_camera_mlp_parameter_counts():
-    """METHODS.md: 829,952 LoRA parameters on SD 2.1's UNet and 1,661,440 in TimestepEmbedding(16, 1280); built on
-    the meta device (shapes only, no memory)."""
+    """docs/METHODS.md §2.2: 829,952 LoRA parameters on SD 2.1's UNet and 1,661,440 in TimestepEmbedding(16, 1280);
+    built on the meta device (shapes only, no memory)."""
     from diffusers import UNet2DConditionModel
     from diffusers.models.embeddings import TimestepEmbedding
     from peft import LoraConfig

@@ -1,4 +1,4 @@
-"""The positional (interpolated) view embedding: the weights of METHODS.md §1.5, and the reference prior's
+"""The positional (interpolated) view embedding: the weights of docs/METHODS.md §1.5, and the reference prior's
 mixture of bucket reference sets that realises it."""
 
 import dataclasses

@@ -1,4 +1,5 @@
-"""Every preset's guidance scale is its reference value converted to the project's one CFG form (METHODS.md §1.2)."""
+"""Every preset's guidance scale is its reference value converted to the project's one CFG form
+(docs/METHODS.md §1.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""View-dependent prompting buckets (METHODS.md §1.5): later rules override earlier ones."""
+"""View-dependent prompting buckets (docs/METHODS.md §1.5): later rules override earlier ones."""
 
 import torch
 

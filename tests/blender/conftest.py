@@ -45,9 +45,7 @@ def backend_python(code: str, stdin: str = "") -> str:
 @pytest.fixture(scope="session")
 def presets_payload() -> list[dict]:
     """What GET /v1/presets answers, computed by the backend itself."""
-    code = ("import json; from backend import presets, config\n"
-            "print(json.dumps([{'name': n, 'summary': p.summary, 'needs_gpu': p.needs_gpu, 'settings': "
-            "[s.to_json() for s in config.settings_of(presets.get(n))]} for n, p in presets.PRESETS.items()]))")
+    code = "import json; from backend import presets; print(json.dumps(presets.payload()))"
     return json.loads(backend_python(code))
 
 

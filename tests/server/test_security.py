@@ -1,4 +1,4 @@
-"""Security regression suite (RELIABILITY.md §2 and §5.1-5.2): token, Host allow-list, Origin and
+"""Security regression suite (docs/RELIABILITY.md §2 and §5.1-5.2): token, Host allow-list, Origin and
 Sec-Fetch-Site, traversal, body caps, strict JSON, no leaks, loopback only."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Static scan (RELIABILITY.md §5.1): no unpickling anywhere in the backend or the add-on, and no code path
+"""Static scan (docs/RELIABILITY.md §5.1): no unpickling anywhere in the backend or the add-on, and no code path
 that could load code over the API. Walks the syntax tree, so comments and docstrings do not count."""
 
 from __future__ import annotations

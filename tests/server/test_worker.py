@@ -82,6 +82,16 @@ def test_other_failures_map_to_their_codes(tmp_path, monkeypatch):
     assert out["error"]["code"] == "INTERNAL" and out["error"]["hint"] == "see the server log for details"
 
 
+def test_a_missing_model_is_reported_as_model_missing(tmp_path, monkeypatch):
+    # The add-on's panel offers its model-cache fix for MODEL_MISSING; a missing model must not become INTERNAL.
+    worker = Worker(Recorder())
+    job = to_dict(build_config(quick_job()))
+    job["stages"][0]["prior"] = {"name": "stable-diffusion", "model": str(tmp_path / "no-such-model")}
+    out = worker.execute("ef" * 16, job, tmp_path / "out")
+    assert out["outcome"] == "failed" and out["error"]["code"] == "MODEL_MISSING"
+    assert "no-such-model" in out["error"]["message"]
+
+
 def test_multi_stage_hint_names_each_stage():
     cfg = {"stages": [{"camera": {"resolution": 64, "views": 4}, "representation": {"max_count": 10}},
                       {"camera": {"resolution": 512, "views": 2}, "representation": {"max_count": 20}}]}

@@ -1,5 +1,5 @@
 """The embedded reference prior: a closed-form diffusion prior over a built-in library of procedural objects
-(DESIGN.md §5). library: the objects; render: how they are shaded; cache: their reference renders on disk;
+(docs/DESIGN.md §5). library: the objects; render: how they are shaded; cache: their reference renders on disk;
 prompts: the prompt grammar; prior: the denoiser; evaluate: scores of an asset against the references."""
 
 from backend.core.image_ops import composite

@@ -14,7 +14,7 @@ noise well below tau the denoiser leaves an image near the references almost unc
 instead of snapping it to its nearest reference, which is what DDIM inversion of a render needs (ISM). tau = 0
 is the empirical distribution above, exactly.
 
-Guidance: eps_u + s (eps_c - eps_u) (METHODS.md §1.2). The unconditional branch (negative prompt "") covers
+Guidance: eps_u + s (eps_c - eps_u) (docs/METHODS.md §1.2). The unconditional branch (negative prompt "") covers
 every library object in its default colours with the same per-view selection, so guidance pushes towards
 "this object" and away from "any object", as with a real text-conditioned model.
 
