@@ -132,7 +132,7 @@ def density_grid(cloud: GaussianCloud, resolution: int, min_opacity: float = 0.0
 
 def extract_surface(cloud: GaussianCloud, cfg: MeshConversionConfig) -> tuple[np.ndarray, np.ndarray]:
     """Vertices [V, 3] float32 and faces [F, 3] int64 (counter-clockwise seen from outside) of the Gaussians'
-    density at `cfg.level`: marching cubes, small components dropped, decimated to `cfg.faces`."""
+    density at `cfg.level`: marching cubes, decimated to `cfg.faces`, small components dropped."""
     density, lo, h = density_grid(cloud, cfg.resolution, cfg.min_opacity)
     dens = density.cpu().numpy().astype(np.float64)
     hi = lo + h * (np.array(dens.shape, dtype=np.float64) - 1)
