@@ -10,7 +10,8 @@ inside the `bpy` wheel (bpy/<ver>/scripts/addons_core/bl_pkg/cli/blender_ext.py)
     python build.py --check    validate the staged sources only (no zip)
 
 The tool is looked up in --blender-ext, $DISTILLERY_BLENDER_EXT, this interpreter's site-packages and
-.venv-blender (which scripts/bootstrap_blender.sh creates).
+.venv-blender. On a fresh clone none of these has it, so build.py runs scripts/bootstrap_blender.sh first
+(it creates .venv-blender with the bpy wheel: Python 3.11, about 1 GB, once); --no-bootstrap turns that off.
 """
 
 from __future__ import annotations
@@ -56,6 +57,16 @@ def find_blender_ext(explicit: str | None = None) -> Path:
             return Path(c)
     raise BuildError("Blender's extension tool (blender_ext.py from the bpy wheel) was not found; run "
                      "./scripts/bootstrap_blender.sh or pass --blender-ext PATH")
+
+
+def bootstrap() -> None:
+    """Create .venv-blender (the bpy wheel, which carries blender_ext.py) with scripts/bootstrap_blender.sh."""
+    script = ROOT / "scripts" / "bootstrap_blender.sh"
+    print("Blender's extension tool is not installed yet: running scripts/bootstrap_blender.sh "
+          "(creates .venv-blender with the bpy wheel, about 1 GB, once)", flush=True)
+    proc = subprocess.run(["bash", str(script)], cwd=ROOT)
+    if proc.returncode != 0:
+        raise BuildError(f"scripts/bootstrap_blender.sh failed (exit code {proc.returncode}); see its message above")
 
 
 def stage(dest: Path) -> Path:
@@ -104,9 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="only validate the staged sources")
     p.add_argument("--output-dir", type=Path, default=ROOT / "dist")
     p.add_argument("--blender-ext", default=None, help="path to blender_ext.py")
+    p.add_argument("--no-bootstrap", action="store_true", help="fail instead of creating .venv-blender")
     args = p.parse_args(argv)
     try:
-        tool = find_blender_ext(args.blender_ext)
+        try:
+            tool = find_blender_ext(args.blender_ext)
+        except BuildError:
+            if args.no_bootstrap or args.blender_ext:
+                raise
+            bootstrap()
+            tool = find_blender_ext(args.blender_ext)
         target = build(args.output_dir, tool, args.check)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)

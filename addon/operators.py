@@ -13,7 +13,7 @@ import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import launcher, mesh_convert, preferences, properties, request, runtime, scene_sync
+from . import display, launcher, mesh_convert, preferences, properties, request, runtime, scene_sync
 from .client import ply as plyio
 
 
@@ -353,17 +353,26 @@ class DISTILLERY_OT_import_ply(bpy.types.Operator, ImportHelper):
     filter_glob: StringProperty(default="*.ply", options={"HIDDEN"})
 
     def execute(self, context):
-        try:
-            obj = scene_sync.import_gaussian_ply(context.scene, self.filepath)
-        except (plyio.PLYError, OSError) as exc:
-            self.report({"ERROR"}, f"{os.path.basename(self.filepath)}: {exc}")
+        rt = runtime.RUNTIME
+        if rt is None:  # not registered through the add-on (scripts): read here
+            try:
+                obj = scene_sync.import_gaussian_ply(context.scene, self.filepath)
+            except (plyio.PLYError, OSError) as exc:
+                self.report({"ERROR"}, f"{os.path.basename(self.filepath)}: {exc}")
+                return {"CANCELLED"}
+            self.report({"INFO"}, f"Imported {len(obj.data.vertices)} Gaussians")
+            return {"FINISHED"}
+        if not os.path.isfile(self.filepath):
+            self.report({"ERROR"}, f"{self.filepath}: no such file")
             return {"CANCELLED"}
-        self.report({"INFO"}, f"Imported {len(obj.data.vertices)} Gaussians")
+        rt.import_ply(self.filepath, context.scene.name)  # read in a thread; the pump adds the object
+        context.scene.distillery.job_message = f"importing {os.path.basename(self.filepath)}"
+        self.report({"INFO"}, f"Importing {os.path.basename(self.filepath)} in the background")
         return {"FINISHED"}
 
 
 class DISTILLERY_OT_export_ply(bpy.types.Operator, ExportHelper):
-    """Export the active Gaussian object as a 3D Gaussian Splatting PLY file"""
+    """Export the active Gaussian object as a 3D Gaussian Splatting PLY file, in world space"""
 
     bl_idname = "distillery.export_ply"
     bl_label = "Export 3DGS PLY"
@@ -414,6 +423,23 @@ class DISTILLERY_OT_convert_to_mesh(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class DISTILLERY_OT_splat_settings(bpy.types.Operator):
+    """Change a scene setting so that splats look as the backend renders them"""
+
+    bl_idname = "distillery.splat_settings"
+    bl_label = "Splat Render Setting"
+    bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012 - Blender's class attribute
+
+    setting: EnumProperty(items=[
+        ("VIEW_TRANSFORM", "Use Standard View", "Set the view transform to Standard (colours exact)"),
+        ("TRANSPARENT_BOUNCES", "More Transparent Bounces", "Raise Cycles' transparent bounces (no holes)"),
+    ])
+
+    def execute(self, context):
+        display.apply_render_setting(context.scene, self.setting)
+        return {"FINISHED"}
+
+
 def _menu_import(self, context):
     self.layout.operator(DISTILLERY_OT_import_ply.bl_idname, text="3D Gaussian Splatting (.ply)")
 
@@ -427,7 +453,7 @@ CLASSES = (
     DISTILLERY_OT_backend_restart, DISTILLERY_OT_show_log, DISTILLERY_OT_open_preferences,
     DISTILLERY_OT_venv_install, DISTILLERY_OT_venv_cancel, DISTILLERY_OT_refresh_presets,
     DISTILLERY_OT_reset_settings, DISTILLERY_OT_fix, DISTILLERY_OT_history_action, DISTILLERY_OT_use_selected,
-    DISTILLERY_OT_import_ply, DISTILLERY_OT_export_ply, DISTILLERY_OT_convert_to_mesh,
+    DISTILLERY_OT_import_ply, DISTILLERY_OT_export_ply, DISTILLERY_OT_splat_settings, DISTILLERY_OT_convert_to_mesh,
 )
 
 

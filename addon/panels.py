@@ -10,7 +10,7 @@ from pathlib import Path
 
 import bpy
 
-from . import launcher, preferences, properties, request, runtime, scene_sync
+from . import display, launcher, preferences, properties, request, runtime, scene_sync
 
 
 @dataclass
@@ -248,6 +248,15 @@ class DISTILLERY_PT_display(bpy.types.Panel):
         for item in mod.node_group.interface.items_tree:
             if getattr(item, "in_out", None) == "INPUT" and item.socket_type != "NodeSocketGeometry":
                 col.prop(mod, f'["{item.identifier}"]', text=item.name)
+        layout.label(text="Viewport: Ellipsoids. Camera renders: Camera Facing", icon="INFO")
+        layout.label(text="Solid view colours: Camera Facing, Color: Attribute")
+        for code, sentence in display.render_notes(context.scene):
+            box = layout.box()
+            _wrap(box, sentence)
+            label = {"VIEW_TRANSFORM": "Use Standard View Transform",
+                     "TRANSPARENT_BOUNCES": "Raise Transparent Bounces"}[code]
+            op = box.operator("distillery.splat_settings", text=label)
+            op.setting = code
         layout.operator("distillery.export_ply", icon="EXPORT")
         layout.operator("distillery.convert_to_mesh", icon="MESH_DATA")
 

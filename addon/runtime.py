@@ -27,7 +27,7 @@ import bpy
 
 from . import launcher, mesh_convert, scene_sync
 from .client import ply as plyio
-from .client import protocol
+from .client import protocol, splat
 
 PUMP_ACTIVE = 1.0 / 30.0
 PUMP_IDLE = 0.5
@@ -411,6 +411,19 @@ class Runtime:
             self.mailbox.post("reimport", job_id, {"scene": scene_name, "payload": geometry})
         _spawn(work, name="distillery-download")
 
+    def import_ply(self, path: str, scene_name: str) -> None:
+        """Read a 3DGS PLY in a worker thread (numpy, no bpy); the pump creates the object (scene_sync)."""
+        _spawn(self._import_worker, path, scene_name, name="distillery-import")
+
+    def _import_worker(self, path: str, scene_name: str) -> None:
+        name = Path(path).stem
+        try:
+            arrays = scene_sync.read_import(path)
+        except (plyio.PLYError, OSError) as exc:
+            self.mailbox.post("import", data={"scene": scene_name, "name": name, "error": f"{Path(path).name}: {exc}"})
+            return
+        self.mailbox.post("import", data={"scene": scene_name, "name": name, "payload": arrays})
+
     def _call(self, job_id: str, what: str, fn: Callable) -> None:
         try:
             fn()
@@ -435,7 +448,7 @@ def _decode(kind: str, data: bytes) -> Any:
     """PLY bytes -> arrays, in the reader thread (numpy; sizes checked before allocating)."""
     if kind == "mesh":
         return plyio.read_mesh(data)
-    return plyio.read_gaussians(data)
+    return splat.with_display(plyio.read_gaussians(data))  # the display's maths off the main thread
 
 
 RUNTIME: Runtime | None = None
@@ -525,6 +538,10 @@ def _apply_message(rt: Runtime, msg: Msg) -> bool:
         return True
     if msg.kind in mesh_convert.MESSAGES:
         return mesh_convert.apply(msg)
+    if msg.kind == "import":
+        scene = bpy.data.scenes.get(msg.data["scene"]) or bpy.context.scene
+        scene.distillery.job_message = scene_sync.finish_import(scene, msg.data)
+        return True
     if msg.kind == "reimport":
         scene = bpy.data.scenes.get(msg.data["scene"]) or bpy.context.scene
         entry = _history_entry(scene, msg.job_id)

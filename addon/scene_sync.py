@@ -1,14 +1,8 @@
-"""The only module that writes `bpy.data` heavily: Gaussian and mesh objects, their node group and materials.
+"""The only module that writes `bpy.data` heavily: the Gaussian and mesh objects of jobs and imports.
 
 Gaussians live on the vertices of a faceless mesh, one FLOAT point attribute per 3DGS PLY property with the
-PLY's own name (positions in `position`), so attribute values are exactly the file's. A Geometry Nodes group
-built here turns them into something visible:
-
-- **Ellipsoids** (default): an ico sphere instanced per Gaussian, scaled by exp(scale_*) and rotated by the
-  normalised quaternion (rot_0 = w). Each instance gets one of 27 palette materials chosen from its colour, so
-  Workbench's solid view (which shows a material's viewport colour) looks right; EEVEE and Cycles read the
-  exact colour and opacity from the instance attributes `distillery_color` and `distillery_alpha`.
-- **Points**: a point cloud with a radius of exp(mean log scale); cheapest, exact colours in EEVEE/Cycles.
+PLY's own name (positions in `position`), so attribute values are exactly the file's. How they look (the
+Geometry Nodes group and the splat materials) is display.py's business; this module keeps the objects.
 
 Everything is looked up by name or by the job id kept in `obj["distillery_job"]` on every call: nothing here
 holds a `bpy` reference across calls (undo and file loads invalidate them). Arrays are written with float32
@@ -20,20 +14,18 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from .client import convert
+from . import display
+from .client import convert, splat, transform
 from .client import ply as plyio
 
 COLLECTION = "Distillery"
-NODE_GROUP = "Distillery Gaussians"
-NODE_GROUP_VERSION = 4
-MESH_MATERIAL = "Distillery Mesh"
-PALETTE_PREFIX = "Distillery Splat"
-PALETTE_LEVELS = 3  # per channel: 27 materials
+NODE_GROUP = display.NODE_GROUP
+MESH_MATERIAL = display.MESH_MATERIAL
+set_display = display.set_display  # the display's settings live in display.py
 JOB_KEY = "distillery_job"
 KIND_KEY = "distillery_kind"
 STEP_KEY = "distillery_step"
 STATE_KEY = "distillery_state"
-SH_C0 = 0.28209479177387814
 MAX_NAME = 60
 
 
@@ -72,267 +64,6 @@ def object_name(prompt: str) -> str:
     return text if len(text) <= MAX_NAME else text[: MAX_NAME - 3].rstrip() + "..."
 
 
-# ---------------------------------------------------------------------------------------------- node group
-
-
-def _socket(sockets, name: str):
-    """The enabled socket called `name` (nodes such as Store Named Attribute keep one hidden socket per type)."""
-    for s in sockets:
-        if s.name == name and getattr(s, "enabled", True):
-            return s
-    return sockets[name]
-
-
-def _math(nodes, links, op: str, a, b=None, c=None, clamp: bool = False):
-    node = nodes.new("ShaderNodeMath")
-    node.operation = op
-    node.use_clamp = clamp
-    for i, v in enumerate((a, b, c)):
-        if v is None:
-            continue
-        if isinstance(v, int | float):
-            node.inputs[i].default_value = float(v)
-        else:
-            links.new(v, node.inputs[i])
-    return node.outputs[0]
-
-
-def _named(nodes, name: str, data_type: str = "FLOAT"):
-    node = nodes.new("GeometryNodeInputNamedAttribute")
-    node.data_type = data_type
-    node.inputs["Name"].default_value = name
-    return _socket(node.outputs, "Attribute")
-
-
-def _store(nodes, links, geometry, name: str, value, data_type: str, domain: str):
-    node = nodes.new("GeometryNodeStoreNamedAttribute")
-    node.data_type = data_type
-    node.domain = domain
-    links.new(geometry, node.inputs["Geometry"])
-    node.inputs["Name"].default_value = name
-    links.new(value, _socket(node.inputs, "Value"))
-    return node.outputs["Geometry"]
-
-
-def palette_color(index: int) -> tuple[float, float, float]:
-    """sRGB colour of palette entry `index` (levels per channel, red major)."""
-    n = PALETTE_LEVELS
-    r, g, b = index // (n * n), (index // n) % n, index % n
-    return (r / (n - 1), g / (n - 1), b / (n - 1))
-
-
-def _srgb_to_linear(c: float) -> float:
-    return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
-
-
-def ensure_palette() -> list[bpy.types.Material]:
-    """The palette materials (created once; rebuilt if a user broke their node tree)."""
-    mats = []
-    for i in range(PALETTE_LEVELS**3):
-        name = f"{PALETTE_PREFIX} {i:02d}"
-        mat = bpy.data.materials.get(name)
-        if mat is None or mat.get("distillery_version") != NODE_GROUP_VERSION:
-            mat = mat or bpy.data.materials.new(name)
-            _build_splat_material(mat, palette_color(i))
-        mats.append(mat)
-    return mats
-
-
-def _build_splat_material(mat: bpy.types.Material, srgb: tuple[float, float, float]) -> None:
-    """Emission of the splat colour mixed with transparency by its opacity. The colour and opacity come from
-    the instance (ellipsoids) or the point (points); a missing attribute reads as 0, so summing both works."""
-    mat.diffuse_color = (*(_srgb_to_linear(c) for c in srgb), 1.0)  # Workbench solid view
-    _use_nodes(mat)
-    nt = mat.node_tree
-    nt.nodes.clear()
-    n, lk = nt.nodes, nt.links
-    col_i, col_g = n.new("ShaderNodeAttribute"), n.new("ShaderNodeAttribute")
-    for node, kind in ((col_i, "INSTANCER"), (col_g, "GEOMETRY")):
-        node.attribute_type = kind
-        node.attribute_name = "distillery_color"
-    alpha_i, alpha_g = n.new("ShaderNodeAttribute"), n.new("ShaderNodeAttribute")
-    for node, kind in ((alpha_i, "INSTANCER"), (alpha_g, "GEOMETRY")):
-        node.attribute_type = kind
-        node.attribute_name = "distillery_alpha"
-    add_col = n.new("ShaderNodeVectorMath")
-    add_col.operation = "ADD"
-    lk.new(col_i.outputs["Color"], add_col.inputs[0])
-    lk.new(col_g.outputs["Color"], add_col.inputs[1])
-    gamma = n.new("ShaderNodeGamma")  # the backend's colours are display (sRGB) values; shaders want linear
-    gamma.inputs["Gamma"].default_value = 2.2
-    lk.new(add_col.outputs[0], gamma.inputs["Color"])
-    emission = n.new("ShaderNodeEmission")
-    lk.new(gamma.outputs[0], emission.inputs["Color"])
-    emission.inputs["Strength"].default_value = 1.0
-    add_alpha = n.new("ShaderNodeMath")
-    add_alpha.operation = "ADD"
-    add_alpha.use_clamp = True
-    lk.new(alpha_i.outputs["Fac"], add_alpha.inputs[0])
-    lk.new(alpha_g.outputs["Fac"], add_alpha.inputs[1])
-    transparent = n.new("ShaderNodeBsdfTransparent")
-    mix = n.new("ShaderNodeMixShader")
-    lk.new(add_alpha.outputs[0], mix.inputs[0])
-    lk.new(transparent.outputs[0], mix.inputs[1])
-    lk.new(emission.outputs[0], mix.inputs[2])
-    out = n.new("ShaderNodeOutputMaterial")
-    lk.new(mix.outputs[0], out.inputs["Surface"])
-    # Stochastic transparency: EEVEE Next (4.2+) calls it dithered; older EEVEE hashed.
-    if hasattr(mat, "surface_render_method"):
-        mat.surface_render_method = "DITHERED"
-    elif hasattr(mat, "blend_method"):
-        mat.blend_method = "HASHED"
-    mat["distillery_version"] = NODE_GROUP_VERSION
-
-
-def _use_nodes(mat: bpy.types.Material) -> None:
-    if bpy.app.version < (5, 0, 0):  # 5.0 materials always have a node tree (use_nodes is deprecated)
-        mat.use_nodes = True
-
-
-def ensure_node_group() -> bpy.types.NodeTree:
-    """The "Distillery Gaussians" Geometry Nodes group (built in Python, rebuilt when its version changes)."""
-    ng = bpy.data.node_groups.get(NODE_GROUP)
-    if ng is not None and ng.get("distillery_version") == NODE_GROUP_VERSION:
-        return ng
-    palette = ensure_palette()
-    if ng is None:
-        ng = bpy.data.node_groups.new(NODE_GROUP, "GeometryNodeTree")
-    ng.nodes.clear()
-    ng.interface.clear()
-    _build_node_group(ng, palette)
-    ng["distillery_version"] = NODE_GROUP_VERSION
-    return ng
-
-
-def _build_node_group(ng: bpy.types.NodeTree, palette: list[bpy.types.Material]) -> None:
-    iface = ng.interface
-    iface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
-    s = iface.new_socket("Ellipsoids", in_out="INPUT", socket_type="NodeSocketBool")
-    s.default_value = True
-    s.description = "Oriented ellipsoids (on) or round points (off, cheapest)"
-    s = iface.new_socket("Size", in_out="INPUT", socket_type="NodeSocketFloat")
-    s.default_value, s.min_value, s.max_value = 1.5, 0.0, 10.0
-    s.description = "Splat radius in standard deviations of each Gaussian"
-    s = iface.new_socket("Min Opacity", in_out="INPUT", socket_type="NodeSocketFloat")
-    s.default_value, s.min_value, s.max_value = 0.05, 0.0, 1.0
-    s.description = "Hide Gaussians more transparent than this"
-    s = iface.new_socket("Detail", in_out="INPUT", socket_type="NodeSocketInt")
-    s.default_value, s.min_value, s.max_value = 1, 1, 4
-    s.description = "Subdivisions of each ellipsoid"
-    iface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
-
-    n, lk = ng.nodes, ng.links
-    gin, gout = n.new("NodeGroupInput"), n.new("NodeGroupOutput")
-    geo = gin.outputs["Geometry"]
-
-    # alpha = sigmoid(opacity)
-    neg = _math(n, lk, "MULTIPLY", _named(n, "opacity"), -1.0)
-    alpha = _math(n, lk, "DIVIDE", 1.0, _math(n, lk, "ADD", _math(n, lk, "EXPONENT", neg), 1.0))
-    # colour = clamp(0.5 + C0 f_dc), and its palette index for Workbench
-    comb = n.new("FunctionNodeCombineColor")
-    channels = []
-    for i in range(3):
-        c = _math(n, lk, "MULTIPLY_ADD", _named(n, f"f_dc_{i}"), SH_C0, 0.5, clamp=True)
-        lk.new(c, comb.inputs[i])
-        channels.append(_math(n, lk, "ROUND", _math(n, lk, "MULTIPLY", c, PALETTE_LEVELS - 1)))
-    lvl = float(PALETTE_LEVELS)
-    index = _math(n, lk, "MULTIPLY_ADD", _math(n, lk, "MULTIPLY_ADD", channels[0], lvl, channels[1]), lvl,
-                  channels[2])
-    geo = _store(n, lk, geo, "distillery_alpha", alpha, "FLOAT", "POINT")
-    geo = _store(n, lk, geo, "distillery_color", comb.outputs["Color"], "FLOAT_COLOR", "POINT")
-    geo = _store(n, lk, geo, "distillery_palette", index, "FLOAT", "POINT")
-    delete = n.new("GeometryNodeDeleteGeometry")
-    delete.domain = "POINT"
-    lk.new(geo, delete.inputs["Geometry"])
-    lk.new(_math(n, lk, "LESS_THAN", _named(n, "distillery_alpha"), gin.outputs["Min Opacity"]),
-           delete.inputs["Selection"])
-    geo = delete.outputs["Geometry"]
-
-    # Ellipsoids: sigma = exp(scale) * Size, rotation = normalised (rot_0 = w, rot_1..3 = x, y, z)
-    scale = n.new("ShaderNodeCombineXYZ")
-    for i in range(3):
-        lk.new(_math(n, lk, "MULTIPLY", _math(n, lk, "EXPONENT", _named(n, f"scale_{i}")), gin.outputs["Size"]),
-               scale.inputs[i])
-    q = [_named(n, f"rot_{i}") for i in range(4)]
-    sq = _math(n, lk, "MULTIPLY_ADD", q[0], q[0], _math(n, lk, "MULTIPLY_ADD", q[1], q[1], _math(
-        n, lk, "MULTIPLY_ADD", q[2], q[2], _math(n, lk, "MULTIPLY", q[3], q[3]))))
-    norm = _math(n, lk, "MAXIMUM", _math(n, lk, "SQRT", sq), 1e-12)
-    quat = n.new("FunctionNodeQuaternionToRotation")
-    for i, name in enumerate(("W", "X", "Y", "Z")):
-        lk.new(_math(n, lk, "DIVIDE", q[i], norm), quat.inputs[name])
-    # One ico sphere per palette material, as instances 0..26; each Gaussian picks its palette entry.
-    ico = n.new("GeometryNodeMeshIcoSphere")
-    ico.inputs["Radius"].default_value = 1.0
-    lk.new(gin.outputs["Detail"], ico.inputs["Subdivisions"])
-    palette_instances = n.new("GeometryNodeGeometryToInstance")
-    setmats = []
-    for mat in palette:
-        setmat = n.new("GeometryNodeSetMaterial")
-        lk.new(ico.outputs["Mesh"], setmat.inputs["Geometry"])
-        setmat.inputs["Material"].default_value = mat
-        setmats.append(setmat)
-    _link_in_instance_order(lk, [m.outputs["Geometry"] for m in setmats], palette_instances.inputs["Geometry"])
-    inst = n.new("GeometryNodeInstanceOnPoints")
-    lk.new(geo, inst.inputs["Points"])
-    lk.new(palette_instances.outputs["Instances"], inst.inputs["Instance"])
-    inst.inputs["Pick Instance"].default_value = True
-    lk.new(_math(n, lk, "ROUND", _named(n, "distillery_palette")), _socket(inst.inputs, "Instance Index"))
-    lk.new(quat.outputs["Rotation"], inst.inputs["Rotation"])
-    lk.new(scale.outputs["Vector"], _socket(inst.inputs, "Scale"))
-    ellipsoids = inst.outputs["Instances"]
-
-    # Points: radius = exp(mean log scale) * Size
-    mean_log = _math(n, lk, "DIVIDE", _math(n, lk, "ADD", _math(n, lk, "ADD", _named(n, "scale_0"),
-                                                                  _named(n, "scale_1")), _named(n, "scale_2")), 3.0)
-    to_points = n.new("GeometryNodeMeshToPoints")
-    lk.new(geo, to_points.inputs["Mesh"])
-    lk.new(_math(n, lk, "MULTIPLY", _math(n, lk, "EXPONENT", mean_log), gin.outputs["Size"]),
-           to_points.inputs["Radius"])
-    points_mat = n.new("GeometryNodeSetMaterial")
-    lk.new(to_points.outputs["Points"], points_mat.inputs["Geometry"])
-    points_mat.inputs["Material"].default_value = palette[len(palette) // 2]
-
-    switch = n.new("GeometryNodeSwitch")
-    switch.input_type = "GEOMETRY"
-    lk.new(gin.outputs["Ellipsoids"], switch.inputs["Switch"])
-    lk.new(points_mat.outputs["Geometry"], _socket(switch.inputs, "False"))
-    lk.new(ellipsoids, _socket(switch.inputs, "True"))
-    lk.new(switch.outputs[0], gout.inputs["Geometry"])
-
-
-def _link_in_instance_order(links, outputs: list, multi_input) -> None:
-    """Link `outputs` into a multi-input socket so that instance i comes from outputs[i]. The instance order
-    follows the links' multi_input_sort_id, highest first (measured on 5.0.1); linking in reverse gives
-    ascending instances, and the check below relinks in the other direction should a version differ."""
-    for out in reversed(outputs):
-        links.new(out, multi_input)
-    order = [lnk.from_socket for lnk in sorted(multi_input.links, key=lambda lnk: -lnk.multi_input_sort_id)]
-    if [s.node.name for s in order] != [o.node.name for o in outputs]:
-        for lnk in list(multi_input.links):
-            links.remove(lnk)
-        for out in outputs:
-            links.new(out, multi_input)
-
-
-def _modifier_input_id(ng: bpy.types.NodeTree, name: str) -> str:
-    for item in ng.interface.items_tree:
-        if getattr(item, "in_out", None) == "INPUT" and item.name == name:
-            return item.identifier
-    raise KeyError(name)
-
-
-def set_display(obj: bpy.types.Object, ellipsoids: bool | None = None, size: float | None = None,
-                min_opacity: float | None = None) -> None:
-    """Change the Gaussians modifier's display inputs of `obj`."""
-    mod = obj.modifiers.get("Distillery")
-    if mod is None or mod.node_group is None:
-        return
-    for name, value in (("Ellipsoids", ellipsoids), ("Size", size), ("Min Opacity", min_opacity)):
-        if value is not None:
-            mod[_modifier_input_id(mod.node_group, name)] = value
-    obj.update_tag()
-
-
 # ---------------------------------------------------------------------------------------------- objects
 
 
@@ -352,21 +83,30 @@ def create_object(scene: bpy.types.Scene, job_id: str, name: str, kind: str,
     obj[JOB_KEY] = job_id
     obj[KIND_KEY] = kind
     if kind == "gaussians":
-        mod = obj.modifiers.new("Distillery", "NODES")
-        mod.node_group = ensure_node_group()
+        display.attach(obj)
     else:
-        mesh.materials.append(ensure_mesh_material())
+        mesh.materials.append(display.ensure_mesh_material())
     return obj
 
 
 def set_gaussians(mesh: bpy.types.Mesh, arrays: dict[str, np.ndarray]) -> None:
     """Write 3DGS arrays (PLY names -> float32 [N]) onto a faceless mesh: x y z as positions, every other
-    property as a FLOAT point attribute of the same name. Same count: in place; else the geometry is rebuilt."""
+    property as a FLOAT point attribute of the same name, plus the display attributes of client/splat.py
+    (taken from `arrays` when the reader thread computed them, else computed here). Same count: in place;
+    else the geometry is rebuilt."""
+    arrays = dict(arrays)
+    shown = {k: arrays.pop(k) for k in splat.NAMES if k in arrays}
     n = len(arrays["x"])
     names = [k for k in arrays if k not in ("x", "y", "z")]
     if len(mesh.vertices) != n or len(mesh.polygons) or len(mesh.edges):
         mesh.clear_geometry()
         mesh.vertices.add(n)
+    if n == 0:  # e.g. every Gaussian pruned: an empty object (a mesh without vertices has no position array)
+        display.name_active_color(mesh)
+        mesh.update()
+        return
+    if len(shown) != len(splat.NAMES):
+        shown = splat.display_arrays(arrays)
     xyz = np.empty((n, 3), dtype=np.float32)  # [N, 3]
     xyz[:, 0], xyz[:, 1], xyz[:, 2] = arrays["x"], arrays["y"], arrays["z"]
     mesh.attributes["position"].data.foreach_set("vector", xyz.ravel())
@@ -377,10 +117,22 @@ def set_gaussians(mesh: bpy.types.Mesh, arrays: dict[str, np.ndarray]) -> None:
     for name in names:
         attr = mesh.attributes.get(name) or mesh.attributes.new(name, "FLOAT", "POINT")
         attr.data.foreach_set("value", np.ascontiguousarray(arrays[name], dtype=np.float32))
+    for name, (data_type, prop) in _DISPLAY_TYPES.items():
+        attr = mesh.attributes.get(name)
+        if attr is not None and (attr.domain != "POINT" or attr.data_type != data_type):
+            mesh.attributes.remove(attr)
+            attr = None
+        attr = attr or mesh.attributes.new(name, data_type, "POINT")
+        attr.data.foreach_set(prop, np.ascontiguousarray(shown[name], dtype=np.float32).ravel())
     stale = [a.name for a in mesh.attributes if _is_ply_name(a.name) and a.name not in wanted]
     for name in stale:  # e.g. f_rest_* after an SH degree change
         mesh.attributes.remove(mesh.attributes[name])
+    display.name_active_color(mesh)
     mesh.update()
+
+
+_DISPLAY_TYPES = {splat.ALPHA: ("FLOAT", "value"), splat.COLOR: ("FLOAT_COLOR", "color"),
+                  splat.ROTATION: ("QUATERNION", "value"), splat.SIGMA: ("FLOAT_VECTOR", "vector")}
 
 
 def _is_ply_name(name: str) -> bool:
@@ -391,7 +143,8 @@ def get_gaussians(mesh: bpy.types.Mesh) -> dict[str, np.ndarray]:
     """The 3DGS arrays stored on `mesh`, in PLY order (inverse of set_gaussians)."""
     n = len(mesh.vertices)
     xyz = np.empty(n * 3, dtype=np.float32)
-    mesh.attributes["position"].data.foreach_get("vector", xyz)
+    if n:
+        mesh.attributes["position"].data.foreach_get("vector", xyz)
     xyz = xyz.reshape(n, 3)
     out = {"x": xyz[:, 0].copy(), "y": xyz[:, 1].copy(), "z": xyz[:, 2].copy()}
     for attr in mesh.attributes:
@@ -401,25 +154,6 @@ def get_gaussians(mesh: bpy.types.Mesh) -> dict[str, np.ndarray]:
             out[attr.name] = v
     degree = plyio.sh_degree_of(list(out))
     return {k: out[k] for k in plyio.gaussian_names(degree) if k in out}
-
-
-def ensure_mesh_material() -> bpy.types.Material:
-    mat = bpy.data.materials.get(MESH_MATERIAL)
-    if mat is not None and mat.get("distillery_version") == NODE_GROUP_VERSION:
-        return mat
-    mat = mat or bpy.data.materials.new(MESH_MATERIAL)
-    _use_nodes(mat)
-    nt = mat.node_tree
-    nt.nodes.clear()
-    attr = nt.nodes.new("ShaderNodeAttribute")
-    attr.attribute_type = "GEOMETRY"
-    attr.attribute_name = "Col"
-    bsdf = nt.nodes.new("ShaderNodeBsdfPrincipled")
-    nt.links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
-    out = nt.nodes.new("ShaderNodeOutputMaterial")
-    nt.links.new(bsdf.outputs[0], out.inputs["Surface"])
-    mat["distillery_version"] = NODE_GROUP_VERSION
-    return mat
 
 
 def set_mesh(mesh: bpy.types.Mesh, verts: np.ndarray, faces: np.ndarray, colors: np.ndarray | None) -> None:
@@ -490,22 +224,51 @@ def remove_objects(job_id: str) -> int:
 
 def import_gaussian_ply(scene: bpy.types.Scene, path: str, name: str | None = None,
                         job_id: str = "") -> bpy.types.Object:
-    """A Gaussian object from a 3DGS PLY file, at the 3D cursor."""
+    """A Gaussian object from a 3DGS PLY file, at the 3D cursor, read on this thread (scripts and tests; the
+    Import operator reads in a worker thread and calls import_arrays from the pump)."""
     import os
 
+    arrays = read_import(path)
+    return import_arrays(scene, arrays, name or os.path.splitext(os.path.basename(path))[0], job_id)
+
+
+def read_import(path: str) -> dict[str, np.ndarray]:
+    """The arrays of a 3DGS PLY for import (no bpy: runs in a worker thread). Raises PLYError with one line."""
     arrays = plyio.read_gaussians(path)
-    name = name or os.path.splitext(os.path.basename(path))[0]
+    if len(arrays["x"]) == 0:
+        raise plyio.PLYError("the file holds no Gaussians (element vertex 0)")
+    return splat.with_display(arrays)
+
+
+def import_arrays(scene: bpy.types.Scene, arrays: dict[str, np.ndarray], name: str,
+                  job_id: str = "") -> bpy.types.Object:
+    """Main thread: a new Gaussian object at the 3D cursor from arrays that read_import returned."""
     obj = create_object(scene, job_id or f"import:{name}", name, "gaussians")
     set_gaussians(obj.data, arrays)
     obj[STATE_KEY] = "imported"
     return obj
 
 
-def export_gaussian_ply(obj: bpy.types.Object, path: str) -> int:
-    """Write a Gaussian object's arrays (in its local frame, as stored) to a 3DGS PLY; returns the count."""
-    if obj.type != "MESH" or "opacity" not in obj.data.attributes:
+def finish_import(scene: bpy.types.Scene, data: dict) -> str:
+    """The pump's half of an import read in a worker thread: the object from its arrays, or the reader's
+    one-line error. Returns the sentence for the panel."""
+    if "error" in data:
+        return f"import failed: {data['error']}"
+    obj = import_arrays(scene, data["payload"], data["name"])
+    return f"imported {len(obj.data.vertices)} Gaussians as {obj.name}"
+
+
+def export_gaussian_ply(obj: bpy.types.Object, path: str, apply_transform: bool = True) -> int:
+    """Write a Gaussian object to a 3DGS PLY, in world space (its location, rotation and scale applied to
+    positions, covariances and SH colours) unless `apply_transform` is False; returns the count."""
+    if obj.type != "MESH" or not (obj.get(KIND_KEY) == "gaussians" or "opacity" in obj.data.attributes):
         raise ValueError(f"{obj.name} is not a Gaussian object (no opacity attribute)")
+    if len(obj.data.vertices) == 0:
+        raise ValueError(f"{obj.name} has no Gaussians to export")
     arrays = get_gaussians(obj.data)
+    matrix = np.array(obj.matrix_world, dtype=np.float64)
+    if apply_transform and not np.array_equal(matrix, np.eye(4)):
+        arrays = transform.transform_gaussians(arrays, matrix)
     plyio.write_gaussians(path, arrays)
     return len(arrays["x"])
 

@@ -21,7 +21,7 @@ import bpy
 import mathutils
 import numpy as np
 
-from addon import scene_sync
+from addon import display, scene_sync
 from addon.client import convert
 
 
@@ -40,7 +40,7 @@ def main() -> None:
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
     obj = scene_sync.import_gaussian_ply(scene, str(args.asset), name=args.asset.stem)
-    scene_sync.set_display(obj, ellipsoids=True)
+    scene_sync.set_display(obj, "ellipsoids")
 
     cam = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
     scene.collection.objects.link(cam)
@@ -62,6 +62,7 @@ def main() -> None:
     if args.engine == "CYCLES":
         scene.cycles.device = "CPU"
         scene.cycles.samples = args.samples
+        scene.cycles.transparent_max_bounces = display.TRANSPARENT_BOUNCES  # one per Gaussian a ray crosses
         world.use_nodes = True
         world.node_tree.nodes["Background"].inputs["Color"].default_value = (0.8, 0.8, 0.8, 1.0)
     r.image_settings.file_format = "PNG"

@@ -14,6 +14,7 @@ The 3DGS layout (docs/DESIGN.md §4): x y z, nx ny nz, f_dc_0..2, f_rest_* (0/9/
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ _TYPES = {
 }
 MAX_HEADER_BYTES = 64 * 1024
 MAX_FILE_BYTES = 2**31  # 2 GiB: about 9 million Gaussians at SH degree 3
+MAX_ROWS = 2**28  # per element: far above any asset, low enough that counts never overflow int64 maths
 REST_COUNTS = {0: 0, 1: 9, 2: 24, 3: 45}
 REQUIRED_GAUSSIAN = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
                      "rot_0", "rot_1", "rot_2", "rot_3")
@@ -93,7 +95,11 @@ def _parse_header(data: memoryview, label: str) -> tuple[str, list[tuple[str, in
             fmt = parts[1]
         elif parts[0] == "element":
             if len(parts) != 3 or not parts[2].isdigit():
-                raise PLYError(f"{label}: bad element line {raw!r}")
+                raise PLYError(f"{label}: bad element line {raw!r}; expected 'element NAME COUNT'")
+            if any(e[0] == parts[1] for e in elements):
+                raise PLYError(f"{label}: element {parts[1]} is declared twice")
+            if int(parts[2]) > MAX_ROWS:
+                raise PLYError(f"{label}: element {parts[1]} declares {parts[2]} rows; at most {MAX_ROWS}")
             elements.append((parts[1], int(parts[2]), []))
         elif parts[0] == "property":
             if not elements:
@@ -144,6 +150,9 @@ def read(source: bytes | str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> 
             out[name] = {pname: rows}
         else:
             raise PLYError(f"{label}: element {name}: mixed scalar and list properties are not supported")
+    if pos != len(body):
+        raise PLYError(f"{label}: {len(body) - pos} bytes after the last element; the header does not match "
+                       f"the data")
     return out
 
 
@@ -160,49 +169,91 @@ def _read_list(body: memoryview, pos: int, count: int, cdt: np.dtype, idt: np.dt
         arr = np.frombuffer(body, dtype=row, count=count, offset=pos)
         if (arr["n"] == k).all():  # fast path (all triangles): verified, not assumed
             return arr["i"].astype(np.int64), pos + count * row.itemsize
-    # Rows of different lengths: walk them, checking each one against the bytes left.
-    rows = []
-    for _ in range(count):
-        if cdt.itemsize > len(body) - pos:
-            raise PLYError(f"{label}: element {name}: truncated")
-        n = int(np.frombuffer(body, dtype=cdt, count=1, offset=pos)[0])
-        pos += cdt.itemsize
-        if n < 0 or n * idt.itemsize > len(body) - pos:
-            raise PLYError(f"{label}: element {name}: a row of {n} entries runs past the end")
-        rows.append(np.frombuffer(body, dtype=idt, count=n, offset=pos).astype(np.int64))
-        pos += n * idt.itemsize
-    out = np.empty(count, dtype=object)
-    out[:] = rows
-    return out, pos
+    # Rows of different lengths: one pass over the count fields (plain ints, no per-row numpy call), then
+    # every index gathered at once. The result is a Ragged list, not an object array of small arrays.
+    raw = np.frombuffer(body, dtype=np.uint8)
+    counts = np.empty(count, dtype=np.int64)
+    starts = np.empty(count, dtype=np.int64)
+    csize, isize, end = cdt.itemsize, idt.itemsize, len(body)
+    mv = memoryview(body).cast("B")
+    byteorder = "big" if cdt.byteorder == ">" else "little"
+    signed = cdt.kind == "i"
+    for r in range(count):
+        if pos + csize > end:
+            raise PLYError(f"{label}: element {name}: truncated at row {r}")
+        k = mv[pos] if csize == 1 and not signed else int.from_bytes(mv[pos:pos + csize], byteorder, signed=signed)
+        pos += csize
+        if k < 0 or pos + k * isize > end:
+            raise PLYError(f"{label}: element {name}: row {r} of {k} entries runs past the end")
+        counts[r] = k
+        starts[r] = pos
+        pos += k * isize
+    total = int(counts.sum())
+    offsets = np.repeat(starts, counts) + isize * (np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts))
+    gathered = raw[offsets[:, None] + np.arange(isize)]  # [total, isize] bytes
+    values = gathered.reshape(-1).view(idt).astype(np.int64)
+    return Ragged(counts, values), pos
+
+
+class Ragged:
+    """A list property whose rows differ in length: `counts` [R] and the rows' entries end to end in
+    `values` [sum(counts)] (int64)."""
+
+    def __init__(self, counts: np.ndarray, values: np.ndarray) -> None:
+        self.counts, self.values = counts, values
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def rows(self) -> list[np.ndarray]:
+        return np.split(self.values, np.cumsum(self.counts)[:-1]) if len(self.counts) else []
 
 
 def _read_ascii(body: bytes, elements: list, label: str) -> dict[str, dict[str, np.ndarray]]:
-    lines = [ln for ln in body.decode("ascii", errors="replace").splitlines() if ln.strip()]
+    """ASCII bodies, parsed per element by numpy in one call (no Python loop over values)."""
+    lines = [ln for ln in body.split(b"\n") if ln.strip()]
     out: dict[str, dict[str, np.ndarray]] = {}
     pos = 0
     for name, count, props in elements:
         if count > len(lines) - pos:
             raise PLYError(f"{label}: element {name}: {count} rows declared, {len(lines) - pos} present")
-        rows = [ln.split() for ln in lines[pos: pos + count]]
+        block = b" ".join(lines[pos: pos + count])
         pos += count
-        if all(p[0] == "scalar" for p in props):
-            if any(len(r) != len(props) for r in rows):
-                raise PLYError(f"{label}: element {name}: a row does not have {len(props)} values")
+        with warnings.catch_warnings():  # numpy 1.x stops at a bad token (the count checks below catch it)
+            warnings.simplefilter("ignore", DeprecationWarning)
             try:
-                out[name] = {p[1]: np.array([r[i] for r in rows], dtype=np.float64).astype(p[2])
-                             for i, p in enumerate(props)}
-            except ValueError as exc:
-                raise PLYError(f"{label}: element {name}: {exc}") from None
+                values = np.fromstring(block, dtype=np.float64, sep=" ")  # C parser: no Python object per value
+            except ValueError:  # numpy 2.x
+                raise PLYError(f"{label}: element {name}: a value is not a number") from None
+        if all(p[0] == "scalar" for p in props):
+            if values.size != count * len(props):
+                raise PLYError(f"{label}: element {name}: {values.size} numbers read for {count} rows of "
+                               f"{len(props)} (a row is short or a value is not a number)")
+            table = values.reshape(count, len(props))
+            out[name] = {p[1]: table[:, i].astype(p[2]) for i, p in enumerate(props)}
         elif len(props) == 1:
-            parsed = [np.array([int(x) for x in r[1:]], dtype=np.int64) for r in rows]
-            if parsed and all(len(r) == len(parsed[0]) for r in parsed):
-                out[name] = {props[0][1]: np.stack(parsed)}
+            ints = values.astype(np.int64)
+            counts = np.empty(count, dtype=np.int64)
+            starts = np.empty(count, dtype=np.int64)
+            i = 0
+            for r in range(count):  # one int per row; the entries themselves are never touched here
+                if i >= len(ints) or ints[i] < 0 or i + 1 + ints[i] > len(ints):
+                    raise PLYError(f"{label}: element {name}: row {r} runs past the element's values")
+                counts[r], starts[r] = ints[i], i + 1
+                i += 1 + int(ints[i])
+            if i != len(ints):
+                raise PLYError(f"{label}: element {name}: {len(ints) - i} values beyond the declared rows")
+            idx = np.repeat(starts, counts) + (np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts,
+                                                                                       counts))
+            flat = ints[idx]
+            if count and (counts == counts[0]).all():
+                out[name] = {props[0][1]: flat.reshape(count, int(counts[0]))}
             else:
-                arr = np.empty(len(parsed), dtype=object)
-                arr[:] = parsed
-                out[name] = {props[0][1]: arr}
+                out[name] = {props[0][1]: Ragged(counts, flat)}
         else:
             raise PLYError(f"{label}: element {name}: mixed scalar and list properties are not supported")
+    if pos != len(lines):
+        raise PLYError(f"{label}: {len(lines) - pos} lines after the last element; the header does not match the data")
     return out
 
 
@@ -217,10 +268,15 @@ def read_gaussians(source: bytes | str | os.PathLike, max_bytes: int = MAX_FILE_
     missing = [k for k in REQUIRED_GAUSSIAN if k not in v]
     if missing:
         raise PLYError(f"not a 3DGS PLY: missing {', '.join(missing)}")
-    out = {k: np.ascontiguousarray(a, dtype=np.float32) for k, a in v.items()}
-    for k in REQUIRED_GAUSSIAN:
-        if not np.isfinite(out[k]).all():
-            raise PLYError(f"property {k} has non-finite values")
+    out = {}
+    for k, a in v.items():
+        if isinstance(a, Ragged) or a.ndim != 1:
+            raise PLYError(f"vertex property {k} is a list; 3DGS properties are scalars")
+        out[k] = np.ascontiguousarray(a, dtype=np.float32)
+        bad = ~np.isfinite(out[k])
+        if bad.any():
+            raise PLYError(f"property {k} has {int(bad.sum())} NaN or infinite values (first at vertex "
+                           f"{int(np.argmax(bad))})")
     return out
 
 
@@ -256,20 +312,27 @@ def read_mesh(source: bytes | str | os.PathLike, max_bytes: int = MAX_FILE_BYTES
     return verts, np.ascontiguousarray(faces, dtype=np.int32), colors
 
 
-def _triangulate(rows: np.ndarray) -> np.ndarray:
-    if rows.dtype != object:
+def _triangulate(rows: np.ndarray | Ragged) -> np.ndarray:
+    """[T, 3] triangles from polygon rows, each polygon split into a fan around its first corner."""
+    if not isinstance(rows, Ragged):
+        if rows.ndim != 2:
+            raise PLYError("face vertex_indices are not a list property")
         k = rows.shape[1]
-        if k < 3:
-            raise PLYError(f"faces with {k} corners")
+        if k < 3 and len(rows):
+            raise PLYError(f"faces with {k} corners; at least 3")
         fans = [rows[:, [0, j, j + 1]] for j in range(1, k - 1)]
-        return np.concatenate(fans, axis=0) if len(fans) > 1 else fans[0]
-    tris = []
-    for r in rows:
-        if len(r) < 3:
-            raise PLYError(f"a face with {len(r)} corners")
-        for j in range(1, len(r) - 1):
-            tris.append((r[0], r[j], r[j + 1]))
-    return np.asarray(tris, dtype=np.int64).reshape(-1, 3)
+        if not fans:
+            return np.zeros((0, 3), dtype=np.int64)
+        return np.stack(fans, axis=1).reshape(-1, 3)  # each polygon's triangles together, in order
+    counts, values = rows.counts, rows.values
+    if len(counts) and counts.min() < 3:
+        raise PLYError(f"a face with {int(counts.min())} corners; at least 3")
+    per = counts - 2
+    starts = np.cumsum(counts) - counts
+    tri_row = np.repeat(np.arange(len(counts)), per)
+    j = np.arange(int(per.sum())) - np.repeat(np.cumsum(per) - per, per) + 1
+    first = starts[tri_row]
+    return np.stack([values[first], values[first + j], values[first + j + 1]], axis=1)
 
 
 # ---------------------------------------------------------------------------------------------- writing

@@ -92,11 +92,13 @@ def test_backend_mesh_files_read(tmp_path):
 
 
 def test_sizes_are_checked_before_allocating():
-    header = b"ply\nformat binary_little_endian 1.0\nelement vertex 1000000000\nproperty float x\nend_header\n"
-    with pytest.raises(ply.PLYError, match="need 4000000000 bytes"):
+    header = b"ply\nformat binary_little_endian 1.0\nelement vertex 100000000\nproperty float x\nend_header\n"
+    with pytest.raises(ply.PLYError, match="need 400000000 bytes"):
         ply.read(header + b"\0" * 64)
+    with pytest.raises(ply.PLYError, match="declares 1000000000 rows; at most"):
+        ply.read(header.replace(b"100000000", b"1000000000") + b"\0" * 64)
     faces = (b"ply\nformat binary_little_endian 1.0\nelement vertex 0\nproperty float x\n"
-             b"element face 500000000\nproperty list uchar int vertex_indices\nend_header\n")
+             b"element face 200000000\nproperty list uchar int vertex_indices\nend_header\n")
     with pytest.raises(ply.PLYError, match="cannot fit"):
         ply.read(faces + b"\3" * 16)
     with pytest.raises(ply.PLYError, match="larger than"):
@@ -110,6 +112,8 @@ def test_sizes_are_checked_before_allocating():
     (b"ply\nformat ascii 1.0\nelement vertex -1\nend_header\n", "bad element"),
     (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty quaternion q\nend_header\n", "bad property"),
     (b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nend_header\n1\n", "2 rows declared"),
+    (b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nend_header\n1\nnan?\n", "not a number"),
+    (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\n1\n2\n", "lines after the last"),
 ])
 def test_malformed_headers_raise_clear_errors(blob, message):
     with pytest.raises(ply.PLYError, match=message):
@@ -139,3 +143,50 @@ def test_mesh_indices_are_checked():
     with pytest.raises(ply.PLYError, match="out of range"):
         ply.read_mesh(blob[: blob.index(b"end_header")].replace(b"vertex 4", b"vertex 3") + b"end_header\n"
                       + blob[blob.index(b"end_header") + 11 + 12:])
+
+
+def test_nan_and_inf_are_refused_with_the_property_named():
+    arrays = _gaussians(10, 1)
+    blob = bytearray(ply.write_gaussians(None, arrays))
+    names = ply.gaussian_names(1)
+    row = 4 * len(names)
+    at = len(blob) - 10 * row + 3 * row + 4 * names.index("f_rest_5")  # vertex 3, f_rest_5
+    blob[at: at + 4] = np.float32(np.inf).tobytes()
+    with pytest.raises(ply.PLYError, match=r"property f_rest_5 has 1 NaN or infinite values \(first at vertex 3\)"):
+        ply.read_gaussians(bytes(blob))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda b: b.replace(b"element vertex 4\n", b"element vertex 3\n"), "bytes after the last element"),
+    (lambda b: b + b"\0" * 8, "bytes after the last element"),
+    (lambda b: b.replace(b"end_header", b"element vertex 1\nproperty float q\nend_header"), "declared twice"),
+    (lambda b: b.replace(b"element vertex 4", b"element vertex 4x"), "bad element line"),
+])
+def test_inconsistent_headers_are_one_line_errors(edit, message):
+    blob = edit(ply.write_gaussians(None, _gaussians(4, 0)))
+    with pytest.raises(ply.PLYError, match=message) as info:
+        ply.read(blob)
+    assert "\n" not in str(info.value)
+
+
+def test_mixed_polygons_are_read_without_per_row_objects(tmp_path):
+    """Triangles and quads in one face element (rows of different lengths): vectorised, in file order."""
+    rng = np.random.default_rng(0)
+    n = 20000
+    corners = rng.choice([3, 4], size=n)
+    rows = [rng.integers(0, 100, k) for k in corners]
+    v = np.zeros(100, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")])
+    face = np.empty(n, dtype=[("vertex_indices", object)])
+    face["vertex_indices"] = rows
+    path = tmp_path / "mixed.ply"
+    plyfile.PlyData([plyfile.PlyElement.describe(v, "vertex"), plyfile.PlyElement.describe(face, "face")]).write(
+        str(path))
+    lists = ply.read(path)["face"]["vertex_indices"]
+    assert isinstance(lists, ply.Ragged) and lists.counts.tolist() == corners.tolist()
+    _, tris, _ = ply.read_mesh(path)
+    expect = [[r[0], r[j], r[j + 1]] for r in rows for j in range(1, len(r) - 1)]
+    np.testing.assert_array_equal(tris, expect)
+    # the same file as ASCII
+    plyfile.PlyData([plyfile.PlyElement.describe(v, "vertex"), plyfile.PlyElement.describe(face, "face")],
+                    text=True).write(str(path))
+    np.testing.assert_array_equal(ply.read_mesh(path)[1], expect)

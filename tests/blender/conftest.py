@@ -30,8 +30,8 @@ except ImportError:  # the backend's interpreter: this folder belongs to .venv-b
     collect_ignore_glob = ["test_*.py"]
 
 PKG = "bl_ext.user_default.distillery"
-MODULES = ("runtime", "scene_sync", "properties", "preferences", "operators", "panels", "request", "launcher",
-           "client.ply", "client.convert")
+MODULES = ("runtime", "scene_sync", "display", "properties", "preferences", "operators", "panels", "request",
+           "launcher", "client.ply", "client.convert", "client.transform")
 
 
 def backend_python(code: str, stdin: str = "") -> str:

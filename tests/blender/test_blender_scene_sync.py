@@ -115,11 +115,11 @@ def test_geometry_nodes_show_one_splat_per_visible_gaussian(addon):
     obj = ss.apply_snapshot(bpy.context.scene, "job-g", "gaussians", a, name="g")
     dg = bpy.context.evaluated_depsgraph_get()
     dg.update()
-    # instance scale is exp(scale) times Size (1.5 by default)
+    # instance scale is exp(scale) times Size (3 standard deviations by default)
     scales = sorted(float(np.prod(i.matrix_world.to_scale())) for i in dg.object_instances
                     if i.is_instance and i.parent and i.parent.name == obj.name)
     assert len(scales) == 200
-    expect = sorted(float(np.prod(np.exp([a[f"scale_{k}"][j] for k in range(3)]) * 1.5)) for j in range(100, 300))
+    expect = sorted(float(np.prod(np.exp([a[f"scale_{k}"][j] for k in range(3)]) * 3.0)) for j in range(100, 300))
     np.testing.assert_allclose(scales, expect, rtol=1e-4)
     ss.set_display(obj, ellipsoids=False)
     dg.update()
@@ -127,6 +127,11 @@ def test_geometry_nodes_show_one_splat_per_visible_gaussian(addon):
     kinds = [(i.object.type, len(i.object.data.points) if i.object.type == "POINTCLOUD" else 0)
              for i in dg.object_instances if i.is_instance and i.parent and i.parent.name == obj.name]
     assert kinds == [("POINTCLOUD", 200)]
+
+
+def _input_id(obj, name: str) -> str:
+    return next(i.identifier for i in obj.modifiers["Distillery"].node_group.interface.items_tree
+                if getattr(i, "in_out", None) == "INPUT" and i.name == name)
 
 
 def _render(engine: str, path: str, ellipsoids: bool = True) -> np.ndarray:
@@ -143,6 +148,12 @@ def _render(engine: str, path: str, ellipsoids: bool = True) -> np.ndarray:
     if engine == "CYCLES":
         scene.cycles.device = "CPU"
         scene.cycles.samples = 4
+    else:  # Solid view: each Gaussian's colour attribute (Attribute colouring), on the camera-facing quads
+        scene.display.shading.color_type = "VERTEX"
+        for obj in scene.objects:
+            if obj.get("distillery_kind") == "gaussians":
+                obj.modifiers["Distillery"][_input_id(obj, "Camera Facing")] = True
+                obj.update_tag()
     scene.render.filepath = path
     bpy.ops.render.render(write_still=True)
     img = bpy.data.images.load(path)
