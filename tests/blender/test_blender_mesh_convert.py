@@ -52,6 +52,7 @@ def test_convert_to_mesh_imports_the_backends_textured_glb(addon, tmp_path):
     finally:
         rt.link.stop()
         pump_until(addon, lambda: rt.view.state == "stopped", timeout=60)
+        addon.properties.sync_presets([])  # later tests start without the backend's presets
 
     assert obj.type == "MESH" and len(obj.data.polygons) > 100
     mesh_convert = importlib.import_module(f"{addon.pkg}.mesh_convert")
