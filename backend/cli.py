@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("action", nargs="?", choices=("list", "download"), default="list")
     m.add_argument("name", nargs="?", help="short name (sd21-base, sd21, if-i-xl) or a Hugging Face model id")
     m.add_argument("--variant", choices=("fp16",), default=None, help="download only the fp16 weights (half size)")
+    m.add_argument("--revision", default=None, help="commit or branch to download (default: the pinned commit of a "
+                   "known model, else main; DISTILLERY_MODEL_REVISION overrides every pin)")
     m.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
@@ -328,7 +330,10 @@ def _mesh_from_ply(elements: dict) -> Any:
     return ExportMesh(verts, faces.astype(np.int64), cols)
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def run_bench(cfg: Any, warmup: int) -> dict[str, Any]:
+    """Run `cfg` without previews, snapshots, checkpoints or evaluation and time its steps: per-phase medians
+    after `warmup` steps (per stage too for multi-stage presets), wall time, and on CUDA the peak memory the
+    job allocated. Returns the report `distillery bench --json` prints."""
     import platform
 
     import torch
@@ -337,44 +342,66 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from backend.engine.loop import run_job
     from backend.engine.stage import Timings
 
-    cfg = _build_config(args, args.prompt)
-    if args.random_prior:
-        cfg = _with_random_prior(cfg, args.random_prior)
     cfg = apply_overrides(cfg, {"output.preview_every": 0, "output.snapshot_every": 0,
                                 "output.checkpoint_every": 0, "output.turntable_frames": 0,
                                 "output.evaluate": False})
-    timings = Timings(sync=True)
+    cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
+
+    class StepTimings(Timings):
+        """Peak GPU memory over the steps: the count restarts after the first step (which allocates the
+        optimiser's moments, kept in the count as they stay resident), so loading, and the fp32 build of random
+        weights before their cast, are left out."""
+
+        def end_step(self, stage: str = "") -> None:
+            super().end_step(stage)
+            if cuda and len(self.history) == 1:
+                torch.cuda.reset_peak_memory_stats()
+
+    timings = StepTimings(sync=True)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         run_job(cfg, Path(tmp), timings=timings, resume=False)
         wall = time.perf_counter() - t0
-    med = timings.medians(skip=args.warmup)
+    med = timings.medians(skip=warmup)
     # Multi-stage presets (NeRF then DMTet, pixel then latent prior) also get one table per stage: the
     # whole-job medians mix steps of very different cost. Warm-up steps are skipped in each stage.
     names = list(dict.fromkeys(timings.stages))
-    per_stage = {n: timings.medians(skip=args.warmup, stage=n) for n in names} if len(names) > 1 else {}
-    report = {
-        "preset": cfg.preset, "prompt": cfg.prompt, "steps": cfg.total_steps, "warmup": args.warmup,
+    per_stage = {n: timings.medians(skip=warmup, stage=n) for n in names} if len(names) > 1 else {}
+    return {
+        "preset": cfg.preset, "prompt": cfg.prompt, "steps": cfg.total_steps, "warmup": warmup,
         "median_ms": {k: round(v * 1000, 2) for k, v in med.items()},
         "steps_per_s": round(1.0 / med["step"], 2) if med.get("step") else None,
         "stages": {n: {"median_ms": {k: round(v * 1000, 2) for k, v in m.items()},
                        "steps_per_s": round(1.0 / m["step"], 2) if m.get("step") else None}
                    for n, m in per_stage.items()},
         "wall_s": round(wall, 1),
+        "peak_vram_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if cuda else None,
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "torch": torch.__version__,
     }
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    cfg = _build_config(args, args.prompt)
+    if args.random_prior:
+        cfg = _with_random_prior(cfg, args.random_prior)
+    report = run_bench(cfg, args.warmup)
     if args.json:
         print(json.dumps(report, indent=1))
         return EXIT_OK
     print(f"bench {cfg.preset} ({cfg.prompt!r}), {cfg.total_steps} steps, medians after {args.warmup} warm-up "
           f"steps, torch {torch.__version__}, {report['machine']}")
-    for title, m in [("all stages" if per_stage else "", med), *((f"stage {n}", m) for n, m in per_stage.items())]:
+    med = {k: v / 1000 for k, v in report["median_ms"].items()}
+    stages = [(f"stage {n}", {k: v / 1000 for k, v in st["median_ms"].items()}) for n, st in report["stages"].items()]
+    for title, m in [("all stages" if stages else "", med), *stages]:
         if title:
             print(f"-- {title}")
         _print_phases(m)
-    print(f"{report['steps_per_s']} steps/s over the job (wall {wall:.1f} s incl. setup)")
+    vram = f", peak GPU memory {report['peak_vram_gb']} GB" if report["peak_vram_gb"] is not None else ""
+    print(f"{report['steps_per_s']} steps/s over the job (wall {report['wall_s']:.1f} s incl. setup){vram}")
     return EXIT_OK
 
 
@@ -423,25 +450,33 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "download":
         if not args.name:
             raise UsageError(f"models download NAME: name one of {', '.join(hub.KNOWN_MODELS)} or a model id")
-        print(f"downloading {hub.repo_id_of(args.name)} into {hub.hf_cache_dir()}", file=sys.stderr)
+        note = hub.alias_note(args.name)
+        if note:
+            print(note, file=sys.stderr)
+        revision = args.revision or hub.pinned_revision(args.name)
+        print(f"downloading {hub.repo_id_of(args.name)} (revision {revision}) into {hub.hf_cache_dir()}; an "
+              "interrupted download resumes when run again", file=sys.stderr)
         try:
-            path = hub.download(args.name, variant=args.variant)
+            path = hub.download(args.name, variant=args.variant, revision=revision)
         except RuntimeError as exc:
             print(f"distillery models: error: {exc}", file=sys.stderr)
             return EXIT_FAILED
-        print(f"{args.name}: ready in {path}")
+        print(f"{hub.short_name(args.name)}: ready in {path}")
         return EXIT_OK
-    needs = hub.models_needed((n, presets.get(n)) for n in presets.names())
+    needs: dict[str, set[str]] = {}
+    for model, users in hub.models_needed((n, presets.get(n)) for n in presets.names()).items():
+        needs.setdefault(hub.repo_id_of(model), set()).update(users)
     rows = []
-    names = list(hub.KNOWN_MODELS) + [m for m in sorted(needs) if hub.short_name(m) not in hub.KNOWN_MODELS]
+    names = list(hub.KNOWN_MODELS) + [m for m in sorted(needs) if hub.known(m) is None]
     for name in names:
-        known = hub.KNOWN_MODELS.get(name)
+        known = hub.known(name)
         model = known.repo_id if known else name
         st = hub.model_status(model, known.kind if known else "stable-diffusion")
-        users = sorted(needs.get(model, set()) | needs.get(name, set()))
-        rows.append({**st, "name": hub.short_name(model), "needed_by": users,
-                     "summary": known.summary if known else "", "download_gb": known.size_gb if known else None})
-    known_repos = {r["repo_id"] for r in rows}
+        rows.append({**st, "name": hub.short_name(model), "needed_by": sorted(needs.get(model, set())),
+                     "summary": known.summary if known else "", "download_gb": known.size_gb if known else None,
+                     "licence": known.licence if known else "", "gated": known.gated if known else False})
+    # Weights cached under a withdrawn id (an alias) count as that model's, not as another cached model.
+    known_repos = {r["repo_id"] for r in rows} | {a for m in hub.KNOWN_MODELS.values() for a in m.aliases}
     others = [r for r in hub.cached_repos() if r not in known_repos]
     if args.json:
         print(json.dumps({"cache": str(hub.hf_cache_dir()), "offline": hub.is_offline(), "models": rows,
@@ -450,11 +485,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"Hugging Face cache: {hub.hf_cache_dir()}{' (offline)' if hub.is_offline() else ''}")
     for r in rows:
         state = f"cached, {r['size_bytes'] / 1e9:.1f} GB" if r["available"] else "missing"
-        need = ", ".join(r["needed_by"]) or "no preset"
-        print(f"  {r['name']:12s} {r['repo_id']:42s} {state:18s} needed by: {need}")
+        size = f"about {r['download_gb']:g} GB" if r["download_gb"] else "size unknown"
+        print(f"  {r['name']:10s} {r['repo_id']} @ {r['revision'][:12]}: {state}; {size}; "
+              f"licence: {r['licence'] or 'see the model page'}{'; gated' if r['gated'] else ''}")
+        print(f"  {'':10s} cache: {r['path'] if r['available'] else r['cache_folder']}")
+        print(f"  {'':10s} needed by: {', '.join(r['needed_by']) or 'no preset'}")
         if not r["available"]:
-            print(f"  {'':12s} fetch with: distillery models download {r['name']}"
-                  + (f" (about {r['download_gb']:g} GB)" if r["download_gb"] else ""))
+            print(f"  {'':10s} fetch with: distillery models download {r['name']}"
+                  + (" (accept the licence on the hub and set HF_TOKEN first)" if r["gated"] else ""))
     if others:
         print("other cached models: " + ", ".join(others))
     return EXIT_OK

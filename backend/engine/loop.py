@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from backend import __version__, registry
 from backend.config import JobConfig, StageConfig, to_dict
@@ -80,8 +81,9 @@ def run_job(cfg: JobConfig, out_dir: Path, emit: Emit | None = None, should_canc
         if ckpt_meta and ckpt_meta["stage"] > index:
             offset += stage_cfg.steps  # finished before the checkpoint; its result is in the checkpoint
             continue
+        previous = stage.optimizer if stage is not None else None
         stage = _build_stage(cfg, index, stage_cfg, offset, device, rep, priors, cam_gen, noise_gen, init_gen,
-                             timings, ckpt_state if ckpt_meta and ckpt_meta["stage"] == index else None)
+                             timings, ckpt_state if ckpt_meta and ckpt_meta["stage"] == index else None, previous)
         start = 0
         state = "running"
         if ckpt_meta and ckpt_meta["stage"] == index:
@@ -102,7 +104,7 @@ def run_job(cfg: JobConfig, out_dir: Path, emit: Emit | None = None, should_canc
 
 def _build_stage(cfg: JobConfig, index: int, sc: StageConfig, offset: int, device: torch.device, rep: Any,
                  priors: dict, cam_gen: torch.Generator, noise_gen: torch.Generator, init_gen: torch.Generator,
-                 timings: Timings, ckpt_state: dict | None) -> Stage:
+                 timings: Timings, ckpt_state: dict | None, previous: torch.optim.Optimizer | None = None) -> Stage:
     key = json.dumps(to_dict(sc.prior), sort_keys=True)
     if key not in priors:  # stages that share a prior share its loaded weights
         priors[key] = registry.resolve(registry.PRIORS, sc.prior.name)(sc.prior, device)
@@ -115,6 +117,7 @@ def _build_stage(cfg: JobConfig, index: int, sc: StageConfig, offset: int, devic
         method = WithAdversarial(method, sc.adversarial, prior, cfg, sc, noise_gen)
     rep_name = sc.representation.name
     rep_cls = registry.resolve(registry.REPRESENTATIONS, rep_name)
+    carried = False
     if ckpt_state is not None:
         rep = _restored_representation(rep_cls, sc, device, init_gen, ckpt_state["rep"])
     elif rep is None:
@@ -123,11 +126,30 @@ def _build_stage(cfg: JobConfig, index: int, sc: StageConfig, offset: int, devic
         rep = rep_cls.create_from(rep, sc.representation, device, generator=init_gen)
     else:
         rep.cfg = sc.representation  # same kind carried over; the new stage's settings apply
+        carried = True
     renderer_name, note = choose_renderer(rep_name, sc.renderer, device)
     renderer = registry.resolve(registry.RENDERERS, (rep_name, renderer_name))()
     optimizer = build_optimizer(rep.param_groups() + method.parameters(), sc.optim)
+    if previous is not None and ckpt_state is None and carried:
+        carry_optimizer_state(previous, optimizer, list(rep.parameters()))
     return Stage(index, sc, offset, prior, method, renderer, note, rep, optimizer,
                  OrbitSampler(sc.camera, cam_gen), Regularisers(sc.regularisers, sc.steps), device)
+
+
+def carry_optimizer_state(old: torch.optim.Optimizer, new: torch.optim.Optimizer, params: list[Tensor]) -> int:
+    """Give `new` the per-parameter state (moments, step counts) `old` holds for `params`, when both are the same
+    kind of optimiser: a representation carried into the next stage keeps its Adam moments instead of
+    restarting them (a reset re-runs Adam's bias-corrected first steps at full size). The new stage's learning
+    rates and other group settings apply. Returns how many parameters were carried."""
+    if type(old) is not type(new):
+        return 0
+    mine = {id(p) for g in new.param_groups for p in g["params"]}
+    n = 0
+    for p in params:
+        if p in old.state and id(p) in mine:
+            new.state[p] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in old.state[p].items()}
+            n += 1
+    return n
 
 
 def _nonzero_weight(spec: Any) -> bool:

@@ -76,6 +76,9 @@ class TimedPrior:
     def encode(self, *args: Any, **kw: Any) -> Any:
         return self._timed(self._prior.encode, *args, **kw)
 
+    def perp_neg_unguided(self, *args: Any, **kw: Any) -> Any:  # ASD's discriminator target with Perp-Neg
+        return self._timed(self._prior.perp_neg_unguided, *args, **kw)
+
 
 @dataclass
 class Stage:

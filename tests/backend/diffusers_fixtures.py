@@ -10,7 +10,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from backend.engine.tiny import tiny_run_overrides
 from backend.priors.architectures import save_pretrained_folder
+
+__all__ = ["install_in_hf_cache", "install_known_models", "tiny_model", "tiny_run_overrides"]
 
 _ROOT = Path(tempfile.mkdtemp(prefix="distillery-test-models-"))
 _SAVED: dict[str, Path] = {}
@@ -31,3 +34,20 @@ def install_in_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str = "
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     return snap
+
+
+# The tiny stand-in of each known model: same kind and prediction type, random weights.
+TINY_STAND_INS = {"sd21-base": "tiny-sd", "sd21": "tiny-sd-v", "if-i-xl": "tiny-if"}
+
+
+def install_known_models(cache: Path) -> dict[str, Path]:
+    """Put a tiny stand-in of every known model in the fake cache `cache`, where `distillery models download`
+    would put the real one (its hosting repo id, at its pinned revision). Returns {short name: snapshot}."""
+    from backend.priors import hub
+
+    out = {}
+    for name, arch in TINY_STAND_INS.items():
+        m = hub.KNOWN_MODELS[name]
+        commit = m.revision if len(m.revision) == 40 else "1" * 40
+        out[name] = install_in_hf_cache(cache, m.repo_id, tiny_model(arch), commit=commit)
+    return out

