@@ -13,7 +13,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import display, failures, launcher, preferences, properties, reducer, request, runtime, scene_sync
+from . import display, failures, launcher, mesh_convert, preferences, properties, reducer, request, runtime, scene_sync
 from .client import ply as plyio
 
 
@@ -487,6 +487,34 @@ class DISTILLERY_OT_export_ply(bpy.types.Operator, ExportHelper):
         return {"FINISHED"}
 
 
+class DISTILLERY_OT_convert_to_mesh(bpy.types.Operator):
+    """Turn the active Gaussian object into a textured mesh, made by the backend (a new object beside it)"""
+
+    bl_idname = "distillery.convert_to_mesh"
+    bl_label = "Convert to mesh"
+
+    @classmethod
+    def poll(cls, context):
+        return mesh_convert.is_gaussian_object(context.active_object)
+
+    def execute(self, context):
+        rt = _rt(self)
+        if rt is None:
+            return {"CANCELLED"}
+        if rt.session is None or rt.view.state != "alive":
+            self.report({"ERROR"}, "The backend is not running: start it in the Distillery panel first")
+            return {"CANCELLED"}
+        obj = context.active_object
+        try:
+            mesh_convert.start(rt.mailbox, rt.session, context.scene.name, obj)
+        except (plyio.PLYError, ValueError) as exc:
+            self.report({"ERROR"}, f"{obj.name}: {exc}")
+            return {"CANCELLED"}
+        context.scene.distillery.job_message = f"uploading {obj.name} for conversion to a mesh"
+        self.report({"INFO"}, f"Converting {obj.name} to a mesh")
+        return {"FINISHED"}
+
+
 class DISTILLERY_OT_splat_settings(bpy.types.Operator):
     """Change a scene setting so that splats look as the backend renders them"""
 
@@ -519,7 +547,7 @@ CLASSES = (
     DISTILLERY_OT_backend_restart, DISTILLERY_OT_show_log, DISTILLERY_OT_open_preferences,
     DISTILLERY_OT_venv_install, DISTILLERY_OT_venv_cancel, DISTILLERY_OT_download_model, DISTILLERY_OT_refresh_presets,
     DISTILLERY_OT_reset_settings, DISTILLERY_OT_fix, DISTILLERY_OT_history_action, DISTILLERY_OT_use_selected,
-    DISTILLERY_OT_import_ply, DISTILLERY_OT_export_ply, DISTILLERY_OT_splat_settings,
+    DISTILLERY_OT_import_ply, DISTILLERY_OT_export_ply, DISTILLERY_OT_splat_settings, DISTILLERY_OT_convert_to_mesh,
 )
 
 
@@ -531,6 +559,7 @@ def register() -> None:
 
 
 def unregister() -> None:
+    mesh_convert.unregister()
     bpy.types.TOPBAR_MT_file_export.remove(_menu_export)
     bpy.types.TOPBAR_MT_file_import.remove(_menu_import)
     for cls in reversed(CLASSES):

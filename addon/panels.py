@@ -291,6 +291,7 @@ class DISTILLERY_PT_display(bpy.types.Panel):
             op = box.operator("distillery.splat_settings", text=label)
             op.setting = code
         layout.operator("distillery.export_ply", icon="EXPORT")
+        layout.operator("distillery.convert_to_mesh", icon="MESH_DATA")
 
 
 class DISTILLERY_UL_jobs(bpy.types.UIList):

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import bpy
 
-from . import reducer, scene_sync
+from . import mesh_convert, reducer, scene_sync
 from .link import (  # noqa: F401 - re-exported: the add-on's state types
     TERMINAL,
     BackendLink,
@@ -180,6 +180,8 @@ def _apply_message(rt: Runtime, msg: Msg) -> bool:
             if obj is not None:
                 obj[scene_sync.STATE_KEY] = view.state
         return True
+    if msg.kind in mesh_convert.MESSAGES:
+        return mesh_convert.apply(msg)
     if msg.kind == "import":
         scene = bpy.data.scenes.get(msg.data["scene"]) or bpy.context.scene
         scene.distillery.job_message = scene_sync.finish_import(scene, msg.data)

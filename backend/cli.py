@@ -61,6 +61,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="memory the evaluation may use on top of the program itself (default 2 GiB): an asset "
                         "that needs more is refused with exit code 2")
 
+    me = sub.add_parser("mesh", help="convert 3D Gaussians (a 3DGS PLY) into a textured mesh (GLB)")
+    me.add_argument("asset", type=Path, help="a 3DGS PLY file, e.g. out/demo/asset.ply")
+    me.add_argument("--out", type=Path, default=None, help="the GLB to write (default: the asset's name with .glb)")
+    me.add_argument("--ply", type=Path, default=None, help="also write the mesh as a PLY with vertex colours")
+    me.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a conversion setting: resolution, level, min_opacity, faces, texture_size, views, "
+                         "view_resolution (see docs/MESH.md)")
+    me.add_argument("--json", action="store_true", help="print the result as JSON")
+
     b = sub.add_parser("bench", help="time the steps of a preset (medians, per phase)")
     b.add_argument("--prompt", default=None, help="prompt (default: the preset's)")
     _job_args(b)
@@ -381,6 +390,50 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_mesh(args: argparse.Namespace) -> int:
+    import time
+
+    from backend.engine.convert import mesh_settings
+    from backend.io.mesh_export import mesh_ply_arrays, write_glb, write_mesh_ply
+    from backend.io.ply import PLYError, read_gaussian_ply
+    from backend.representations.gaussian_mesh import gaussians_to_mesh
+    from backend.representations.gaussians import Gaussians
+
+    values = {}
+    for item in args.overrides:
+        if "=" not in item:
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. resolution=96")
+        key, value = item.split("=", 1)
+        values[key.strip()] = value.strip()
+    cfg = mesh_settings(values)
+    if not args.asset.is_file():
+        raise UsageError(f"asset {str(args.asset)!r} does not exist")
+    out = args.out or args.asset.with_suffix(".glb")
+    if out.suffix.lower() != ".glb":
+        raise UsageError(f"--out {str(out)!r}: the mesh is written as glTF binary, name it *.glb")
+    try:
+        arrays = read_gaussian_ply(args.asset)
+    except PLYError as exc:
+        raise UsageError(f"asset {str(args.asset)!r}: {exc}") from None
+    start = time.perf_counter()
+    mesh = gaussians_to_mesh(Gaussians.from_ply_arrays(arrays), cfg)
+    if not len(mesh.faces):
+        raise UsageError(f"the Gaussians' density never reaches level={cfg.level:g}, so there is no surface "
+                         "(lower --set level=... or --set min_opacity=...)")
+    write_glb(out, mesh)
+    if args.ply is not None:
+        write_mesh_ply(args.ply, mesh_ply_arrays(mesh))
+    seconds = round(time.perf_counter() - start, 2)
+    result = {"glb": str(out), "ply": str(args.ply) if args.ply else None, "gaussians": len(arrays["x"]),
+              "vertices": len(mesh.vertices), "faces": len(mesh.faces), "seconds": seconds}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{out}: {result['faces']} faces, {cfg.texture_size}x{cfg.texture_size} texture, from "
+              f"{result['gaussians']} Gaussians in {result['seconds']:.1f} s")
+    return EXIT_OK
+
+
 def _mesh_from_ply(elements: dict) -> Any:
     """An ExportMesh from a mesh PLY's elements (vertex colours as uchar or float; grey without)."""
     import numpy as np
@@ -576,6 +629,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"generate": cmd_generate, "batch": cmd_batch, "presets": cmd_presets, "evaluate": cmd_evaluate,
+            "mesh": cmd_mesh,
             "bench": cmd_bench, "serve": cmd_serve, "models": cmd_models}
 
 

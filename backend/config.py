@@ -604,6 +604,25 @@ class StageConfig:
 
 
 @dataclass
+class MeshConversionConfig:
+    """Turning 3D Gaussians into a textured mesh (docs/MESH.md): density grid, marching cubes, simplification,
+    UV atlas and a texture baked from renders of the Gaussians."""
+
+    resolution: int = setting(64, "Density grid cells along the longest side of the Gaussians' bounding box",
+                              lo=16, hi=512)
+    level: float = setting(0.5, "Iso-level of the surface in the density: the sum over Gaussians of opacity x "
+                           "their kernel (1 at the centre of a lone opaque Gaussian)", lo=0.01, hi=10)
+    min_opacity: float = setting(0.02, "Gaussians less opaque than this are left out of the density", lo=0,
+                                 hi=0.99)
+    faces: int = setting(5_000, "Triangles kept by the simplification (0 = keep every marching-cubes face)",
+                         lo=0, hi=2_000_000)
+    texture_size: int = setting(512, "Side of the square baked texture", lo=64, hi=4096, unit="px")
+    views: int = setting(8, "Renders of the Gaussians back-projected into the texture (spread over the sphere)",
+                         lo=1, hi=128)
+    view_resolution: int = setting(192, "Resolution of each back-projected render", lo=32, hi=2048, unit="px")
+
+
+@dataclass
 class OutputConfig:
     preview_every: int = setting(100, "Steps between preview images (0 = off)", lo=0, hi=100_000)
     snapshot_every: int = setting(100, "Steps between streamed snapshots of the asset (0 = off)", lo=0,
@@ -615,6 +634,8 @@ class OutputConfig:
     snapshot_max_points: int = setting(100_000, "Snapshots keep at most this many Gaussians (most opaque)",
                                        lo=1000, hi=5_000_000)
     evaluate: bool = setting(True, "Evaluate the final asset against the reference prior when it knows the prompt")
+    mesh: bool = setting(True, "Gaussian jobs also write asset.glb: the Gaussians converted to a textured mesh")
+    gaussian_mesh: MeshConversionConfig = section(MeshConversionConfig, "How Gaussians become a textured mesh")
 
 
 @dataclass

@@ -82,6 +82,8 @@ WARNING_CODES = (  # warning events
     "CHECKPOINT_SKIPPED",  # a damaged or non-finite checkpoint was skipped for an older good one
     "CHECKPOINT_FAILED",  # a new checkpoint did not verify; the older good one was kept
     "CLIENT",  # the add-on could not read an artifact (raised on the client side only)
+    "MESH_EMPTY",  # a Gaussian job's density has no surface at output.gaussian_mesh.level: no asset.glb
+    "MESH_FAILED",  # a Gaussian job's conversion to a mesh failed: no asset.glb (the Gaussians are kept)
 )
 
 HTTP_ERROR_CODES = (  # the `code` of an HTTP error body {"code", "message", "hint", "field"}
@@ -99,6 +101,7 @@ HTTP_ERROR_CODES = (  # the `code` of an HTTP error body {"code", "message", "hi
     "JOB_RUNNING",
     "TOO_LARGE",
     "STORAGE_ERROR",  # the job database or the data dir cannot be written (503)
+    "INVALID_PLY",  # POST /v1/meshes: the body is not a 3DGS PLY
     "HTTP_ERROR",
     "INTERNAL",
 )
@@ -131,14 +134,15 @@ CLIENT_ERROR_CODES = (  # raised inside a client, never sent by the server
 # Server-chosen file names: a client names an artifact by one of these, never by a path.
 
 ASSET_PLY = "asset.ply"  # Gaussians in the 3DGS layout, or a mesh (positions, normals, uchar colours, faces)
-ASSET_GLB = "asset.glb"  # meshes only: the same mesh as glTF binary
+ASSET_GLB = "asset.glb"  # the asset as a textured/coloured mesh, glTF binary (meshes; Gaussians unless output.mesh
+# is off; mesh conversion jobs of POST /v1/meshes, whose asset.ply is that mesh)
 PREVIEW_PNG = "preview.png"  # a grid of views
 TURNTABLE_GIF = "turntable.gif"  # the turntable, looping
 TURNTABLE_PNG = "turntable.png"  # a contact sheet of the turntable frames
 RESULT_JSON = "result.json"  # config, seed, timings, counts, evaluation
 
-# result event / result.json "artifacts": role -> file name (asset_glb only for meshes, turntables only when
-# output.turntable_frames > 0).
+# result event / result.json "artifacts": role -> file name (asset_glb when a mesh was written, turntables only
+# when output.turntable_frames > 0).
 FINAL_ARTIFACTS: dict[str, str] = {
     "asset": ASSET_PLY,
     "asset_glb": ASSET_GLB,

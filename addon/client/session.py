@@ -78,6 +78,23 @@ class Session:
                     raise
         raise AssertionError("unreachable")
 
+    def submit_mesh(self, ply: bytes, settings: dict | None = None, timeout: float = 120.0) -> JobHandle:
+        """Queue the conversion of a 3DGS PLY (its bytes) into a textured mesh; the job's result lists
+        `asset.glb` (and `asset.ply`, the mesh with vertex colours). `settings` are conversion settings such as
+        {"resolution": 96, "texture_size": 1024} (docs/API.md). Raises BackendError (INVALID_PLY,
+        INVALID_CONFIG with the field, TOO_LARGE, ...)."""
+        if not isinstance(ply, bytes):
+            raise TypeError("ply must be bytes")
+        query = {**{str(k): str(v) for k, v in (settings or {}).items()}, "job_id": uuid.uuid4().hex}
+        for attempt in range(2):
+            try:
+                job = self.transport.request("POST", "/v1/meshes", query=query, body=ply, timeout=timeout).json()
+                return JobHandle(self, job["id"])
+            except BackendError as exc:
+                if attempt == 1 or exc.code not in ("CONNECTION_LOST", "TIMEOUT"):
+                    raise
+        raise AssertionError("unreachable")
+
     def jobs(self) -> list[dict]:
         return self.transport.request("GET", "/v1/jobs").json()
 

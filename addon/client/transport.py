@@ -107,7 +107,10 @@ class Transport:
         url = path + ("?" + urllib.parse.urlencode(query) if query else "")
         headers = {"Accept": "application/json, application/x-ndjson, */*", "User-Agent": "distillery-client"}
         data = None
-        if body is not None:
+        if isinstance(body, bytes):  # a file upload (POST /v1/meshes)
+            data = body
+            headers["Content-Type"] = "application/octet-stream"
+        elif body is not None:
             data = json.dumps(body, allow_nan=False).encode()
             headers["Content-Type"] = "application/json"
         if auth:

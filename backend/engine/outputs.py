@@ -4,7 +4,8 @@ Final artifacts (their names and roles are backend/protocol.py's FINAL_ARTIFACTS
 and the numbered intermediates):
     asset.ply        Gaussians: the standard 3DGS layout; meshes (NeRF, DMTet): binary PLY with positions,
                      normals, uchar vertex colours and faces
-    asset.glb        meshes only: the same mesh as glTF binary (vertex colours or a baked UV texture)
+    asset.glb        meshes: the same mesh as glTF binary (vertex colours or a baked UV texture); Gaussians (with
+                     output.mesh, the default): the Gaussians converted to a textured mesh
     preview.png      a grid of views
     turntable.png    a contact sheet of the turntable frames
     turntable.gif    the turntable, looping
@@ -163,6 +164,33 @@ def evaluate_against_reference(stage: Stage, prompt: str, mesh: Any = None) -> d
                                                               "multi_face_rate")}
 
 
+def write_gaussian_glb(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: str) -> dict | None:
+    """asset.glb of a Gaussian job: the Gaussians as a textured mesh (representations/gaussian_mesh.py).
+    Returns {faces, vertices, seconds}; a conversion that fails costs the job nothing but this file (a warning
+    event says why)."""
+    import time
+
+    from backend.io.mesh_export import write_glb
+    from backend.representations.gaussian_mesh import gaussians_to_mesh
+
+    start = time.perf_counter()
+    try:
+        with torch.no_grad():
+            mesh = gaussians_to_mesh(stage.rep, cfg.output.gaussian_mesh, stage.renderer)
+        if not len(mesh.faces):
+            emit(make_event("warning", job_id, code="MESH_EMPTY", message="asset.glb was not written: the "
+                            "Gaussians' density never reaches output.gaussian_mesh.level="
+                            f"{cfg.output.gaussian_mesh.level:g}"))
+            return None
+        write_glb(out_dir / protocol.ASSET_GLB, mesh)
+    except Exception as exc:  # the Gaussians are the asset; the mesh is a derived extra
+        emit(make_event("warning", job_id, code="MESH_FAILED",
+                        message=f"asset.glb was not written: {type(exc).__name__}: {exc}"))
+        return None
+    return {"faces": len(mesh.faces), "vertices": len(mesh.vertices),
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
 def write_final(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: str, seconds: float,
                 timings: Timings, should_cancel: Any = None) -> dict[str, Any]:
     """Write the final artifacts and result.json. A cancel is honoured between phases (mesh export, asset,
@@ -191,8 +219,13 @@ def write_final(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: 
     images.save_png(out_dir / names["preview"], preview_image(cfg, stage))
     check()
     roles = ["asset", "preview"]
+    mesh_info = None
     if mesh is not None:
         roles.append("asset_glb")
+    elif kind == "gaussians" and cfg.output.mesh:
+        mesh_info = write_gaussian_glb(cfg, stage, out_dir, emit, job_id)
+        if mesh_info is not None:
+            roles.append("asset_glb")
     oc = cfg.output
     if oc.turntable_frames:
         cams = stage.sampler.ring(oc.turntable_frames, PREVIEW_ELEVATION, oc.preview_resolution)
@@ -211,7 +244,7 @@ def write_final(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: 
         "kind": kind, "count": len(arrays["x"]), "faces": len(arrays["faces"]) if kind == "mesh" else None,
         "steps": cfg.total_steps, "seconds": round(seconds, 2),
         "median_seconds_per_step": {k: round(v, 5) for k, v in per_step.items()},
-        "renderer": stage.renderer.name, "device": str(stage.device), "metrics": metrics,
+        "renderer": stage.renderer.name, "device": str(stage.device), "metrics": metrics, "mesh": mesh_info,
         "versions": {"distillery": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "config": to_dict(cfg),

@@ -163,6 +163,41 @@ class JobManager:
         device = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and has_cuda) else "cpu"
         check_budget(cfg, self.memory_fraction, device=device)
 
+    def submit_mesh(self, ply: bytes, settings: dict[str, Any], job_id: str | None = None
+                    ) -> tuple[dict[str, Any], bool]:
+        """Queue the conversion of an uploaded 3DGS PLY into a textured mesh (engine/convert.py); returns (job,
+        created). Bad settings raise ConfigError, a file that is not a 3DGS PLY raises PLYError; either way
+        nothing is queued."""
+        from backend.core.settings import ConfigError
+        from backend.engine.convert import SOURCE_NAME, mesh_job_config, mesh_settings
+        from backend.io.ply import PLYError, read_gaussian_ply
+
+        if job_id is None:
+            job_id = new_job_id()
+        elif not valid_job_id(job_id):
+            raise ConfigError("job_id", "not a job id", "32 lower-case hexadecimal digits, or leave it out")
+        existing = self.store.get(job_id)
+        if existing is not None:
+            return self.describe(existing), False
+        cfg = mesh_settings(settings)
+        folder = self.jobs_root / job_id
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{SOURCE_NAME}.tmp"
+        tmp.write_bytes(ply)
+        try:
+            read_gaussian_ply(tmp)  # refuse anything that is not a 3DGS PLY before it is queued
+        except PLYError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        except Exception as exc:  # whatever a malformed file trips over, the client hears one line
+            shutil.rmtree(folder, ignore_errors=True)
+            raise PLYError(f"not a readable PLY ({type(exc).__name__})") from None
+        tmp.replace(folder / SOURCE_NAME)
+        job, created = self.store.create(job_id, mesh_job_config(cfg))
+        self._notify(job_id)
+        self._kick()
+        return self.describe(job), created
+
     def get(self, job_id: str, with_config: bool = False) -> dict[str, Any]:
         job = self.store.get(job_id) if valid_job_id(job_id) else None
         if job is None:

@@ -205,6 +205,7 @@ class Worker:
 
         from backend.config import from_dict
         from backend.core.settings import ConfigError
+        from backend.engine.convert import is_mesh_job, run_mesh_conversion
         from backend.engine.loop import Cancelled, Diverged, OutputBusy, run_job
         from backend.engine.memory import MemoryBudgetError, is_allocation_failure
         from backend.priors.hub import ModelNotFoundError
@@ -212,6 +213,10 @@ class Worker:
 
         oom = host_oom = False
         try:
+            if is_mesh_job(config):  # a Gaussian PLY -> textured mesh conversion (engine/convert.py)
+                result = run_mesh_conversion(config, out_dir, emit=lambda e: self.emit(job_id, e), job_id=job_id)
+                return _outcome("succeeded", step=0, result={k: result.get(k) for k in ("artifacts", "count",
+                                                                                         "seconds", "kind")})
             cfg = from_dict(config)
             # run_job checks the memory budget again: memory may have filled up since the job was queued
             result = run_job(cfg, out_dir, emit=lambda e: self.emit(job_id, e), should_cancel=self.cancel.is_set,

@@ -179,7 +179,8 @@ def create_app(manager: JobManager, token: str, hosts: frozenset[str]) -> Any:
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(_req: Request, _exc: BodyTooLarge) -> JSONResponse:
-        return _error(413, "TOO_LARGE", "the request body is too large", "a job request is at most 64 KiB")
+        return _error(413, "TOO_LARGE", "the request body is too large",
+                      "a job request is at most 64 KiB, a PLY for /v1/meshes at most 256 MiB")
 
     @app.exception_handler(sqlite3.Error)
     async def storage_error(_req: Request, exc: sqlite3.Error) -> JSONResponse:
@@ -246,6 +247,38 @@ def create_app(manager: JobManager, token: str, hosts: frozenset[str]) -> Any:
         except UnknownPromptError as exc:
             return _error(422, "UNKNOWN_PROMPT", str(exc), "use a prompt the reference prior knows",
                           field="prompt")
+        job["config"] = manager.store.config(job["id"])
+        return JSONResponse(job, status_code=201 if created else 200)
+
+    @app.post("/v1/meshes", status_code=201, response_model=JobDetail, tags=["jobs"],
+              responses={200: {"model": JobDetail, "description": "A job with this job_id already exists"},
+                         **_errors(400, 401, 403, 413, 422)},
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def submit_mesh(request: Request,
+                          job_id: str | None = Query(None, pattern=JOB_ID_PATTERN,
+                                                     description="Optional id chosen by the client")) -> JSONResponse:
+        """Queue the conversion of a 3DGS PLY (the request body, at most 256 MiB) into a textured mesh. It runs
+        in the job queue like a generation; its result lists asset.glb (and the mesh as asset.ply). Conversion
+        settings are query parameters named as in `output.gaussian_mesh` (resolution, level, min_opacity,
+        faces, texture_size, views, view_resolution)."""
+        from backend.core.settings import ConfigError
+        from backend.io.ply import PLYError
+
+        settings = {k: v for k, v in request.query_params.items() if k != "job_id"}
+        body = await request.body()
+        if not body:
+            return _error(422, "INVALID_PLY", "the body is empty", "send a 3DGS PLY file as the body",
+                          field="body")
+        try:
+            job, created = manager.submit_mesh(body, settings, job_id)
+        except ConfigError as exc:
+            return _error(422, "INVALID_CONFIG", str(exc), f"allowed: {exc.allowed}" if exc.allowed else "",
+                          field=exc.field)
+        except PLYError as exc:
+            return _error(422, "INVALID_PLY", f"the body is not a 3DGS PLY: {exc}",
+                          "send a PLY with the 3DGS vertex properties (x, y, z, f_dc_*, opacity, scale_*, rot_*)",
+                          field="body")
         job["config"] = manager.store.config(job["id"])
         return JSONResponse(job, status_code=201 if created else 200)
 

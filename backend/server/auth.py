@@ -6,7 +6,8 @@
 2. Any `Origin` header (including `null`) and any `Sec-Fetch-Site` other than `none` are refused: our
    clients send neither, browsers always do.                                                    -> 403
 3. Every path but `/v1/health` needs `Authorization: Bearer <token>`, compared in constant time.  -> 401
-4. Request bodies are capped (Content-Length and the bytes actually received).                  -> 413
+4. Request bodies are capped (Content-Length and the bytes actually received): 64 KiB, or 256 MiB for
+   the PLY upload of `/v1/meshes`.                                                             -> 413
 All of this happens before the request reaches a route, so a refused request never changes state.
 
 The token is 256 random bits, new at every start, written to a file only the user can read; it never
@@ -24,6 +25,8 @@ from typing import Any
 
 PUBLIC_PATHS = frozenset({"/v1/health"})
 MAX_BODY_BYTES = 64 * 1024  # a job spec (docs/RELIABILITY.md §2)
+MAX_UPLOAD_BYTES = 256 * 1024 * 1024  # a 3DGS PLY for conversion (a million Gaussians at SH degree 3)
+UPLOAD_PATHS = frozenset({"/v1/meshes"})  # the routes that take a file; every other body is a small JSON
 
 
 def new_token() -> str:
@@ -89,11 +92,12 @@ class Guard:
             if len(lengths) > 1 or declared < 0:
                 await _respond(scope, send, 400, "BAD_REQUEST", "invalid Content-Length")
                 return
-            if declared > self.max_body:
+            limit = MAX_UPLOAD_BYTES if scope.get("path") in UPLOAD_PATHS else self.max_body
+            if declared > limit:
                 await _respond(scope, send, 413, "TOO_LARGE", f"the request body is {declared} bytes",
-                               f"at most {self.max_body} bytes")
+                               f"at most {limit} bytes")
                 return
-            receive = _capped(receive, self.max_body)  # a chunked body is counted as it arrives
+            receive = _capped(receive, limit)  # a chunked body is counted as it arrives
         await self.app(scope, receive, send)
 
     def _check(self, scope: dict, headers: dict[bytes, list[bytes]]) -> tuple[int, str, str, str] | None:

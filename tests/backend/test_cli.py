@@ -20,6 +20,9 @@ FAST = ["--steps", "6", "--set", "output.turntable_frames=2", "--set", "camera.r
     (["generate", "a blue mug", "--steps", "0"], "--steps 0 is out of range"),
     (["generate", "a purple unicorn", "--steps", "2"], "mug"),  # the reference prior lists what it knows
     (["evaluate", "missing.ply", "--prompt", "a mug"], "does not exist"),
+    (["mesh", "missing.ply"], "does not exist"),
+    (["mesh", "missing.ply", "--set", "resolution=5"], "resolution: 5 is out of range (allowed: int in [16, 512])"),
+    (["mesh", "missing.ply", "--set", "colour=red"], "colour: unknown setting (allowed: faces, level,"),
 ])
 def test_bad_input_is_a_clear_error_with_exit_code_2(argv, needle, capsys, tmp_path):
     if argv[0] == "generate":
@@ -54,11 +57,22 @@ def test_presets_lists_and_shows_settings(capsys):
     assert g["kind"] == "float" and g["lo"] == 0 and g["help"] and g["allowed"]
 
 
-def test_generate_then_evaluate(tmp_path, capsys):
+def test_generate_then_evaluate_then_mesh(tmp_path, capsys):
+    import trimesh
+
     out = tmp_path / "duck"
     assert main(["generate", "a red duck", "--out", str(out), "--quiet", *FAST]) == 0
-    for name in ("asset.ply", "preview.png", "turntable.gif", "result.json"):
+    for name in ("asset.ply", "asset.glb", "preview.png", "turntable.gif", "result.json"):
         assert (out / name).is_file()
+    capsys.readouterr()
+    glb, ply = tmp_path / "duck.glb", tmp_path / "duck-mesh.ply"
+    assert main(["mesh", str(out / "asset.ply"), "--out", str(glb), "--ply", str(ply), "--json",
+                 "--set", "faces=600", "--set", "texture_size=128", "--set", "views=4"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    (geom,) = trimesh.load(glb).geometry.values()
+    assert len(geom.faces) == result["faces"] and 0 < result["faces"] <= 600
+    assert geom.visual.material.baseColorTexture.size == (128, 128)
+    assert ply.is_file() and result["gaussians"] > 0
     capsys.readouterr()
     assert main(["evaluate", str(out / "asset.ply"), "--prompt", "a red duck", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)

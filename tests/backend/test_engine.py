@@ -38,13 +38,22 @@ def test_events_and_final_artifacts(tmp_path):
     assert [s["step"] for s in snaps] == [5, 10] and all(s["kind"] == "gaussians" for s in snaps)
     assert (tmp_path / snaps[-1]["artifact"]).is_file()
     assert any(e["type"] == "preview" for e in events)
-    for name in ("asset.ply", "preview.png", "turntable.gif", "turntable.png", "result.json"):
+    for name in ("asset.ply", "asset.glb", "preview.png", "turntable.gif", "turntable.png", "result.json"):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["config"]["prompt"] == "a red duck" and saved["seed"] == 7
     assert set(saved["metrics"]) == {"psnr", "mask_iou", "view_accuracy", "aligned_view_accuracy",
                                      "alignment_azimuth", "multi_face_rate"}
     assert result["count"] == len(read_gaussian_ply(tmp_path / "asset.ply")["x"])
+    # The Gaussians also come as a textured mesh, listed with the final artifacts.
+    assert saved["artifacts"]["asset_glb"] == "asset.glb" and events[-1]["artifacts"]["asset_glb"] == "asset.glb"
+    assert saved["mesh"]["faces"] > 0
+
+
+def test_output_mesh_off_writes_no_glb(tmp_path):
+    result = run_job(small_job(steps=2, **{"output.mesh": False}), tmp_path)
+    assert (tmp_path / "asset.ply").is_file() and not (tmp_path / "asset.glb").exists()
+    assert "asset_glb" not in result["artifacts"] and result["mesh"] is None
 
 
 def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path):

@@ -64,7 +64,8 @@ def finished_job(server):
 
 
 def routes(job_id):
-    return [("GET", "/v1/presets"), ("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", f"/v1/jobs/{job_id}"),
+    return [("GET", "/v1/presets"), ("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("POST", "/v1/meshes"),
+            ("GET", f"/v1/jobs/{job_id}"),
             ("GET", f"/v1/jobs/{job_id}/events?after=0"), ("POST", f"/v1/jobs/{job_id}/cancel"),
             ("GET", f"/v1/jobs/{job_id}/artifacts/asset.ply"), ("DELETE", f"/v1/jobs/{job_id}"),
             ("GET", "/v1/openapi.json"), ("GET", "/v1/nothing-here")]
