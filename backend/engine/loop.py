@@ -34,7 +34,7 @@ from backend.engine.optim import (
     sample_backgrounds,
     set_learning_rates,
 )
-from backend.engine.stage import Stage, TimedPrior, Timings
+from backend.engine.stage import Cancelled, Stage, TimedPrior, Timings
 from backend.protocol import make_event
 
 Emit = Callable[[dict[str, Any]], None]
@@ -42,14 +42,6 @@ Emit = Callable[[dict[str, Any]], None]
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before a rollback
 MAX_ROLLBACKS = 3  # rollbacks before the job fails with DIVERGED
 PARAM_CHECK_EVERY = 50  # steps between checks that every parameter is finite
-
-
-class Cancelled(Exception):
-    """The job was cancelled; `step` is the last completed global step."""
-
-    def __init__(self, step: int) -> None:
-        super().__init__(f"cancelled after step {step}")
-        self.step = step
 
 
 class Diverged(Exception):

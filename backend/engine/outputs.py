@@ -29,7 +29,7 @@ from backend import __version__, protocol
 from backend.config import JobConfig, to_dict
 from backend.core.cameras import Cameras
 from backend.core.image_ops import composite
-from backend.engine.stage import Stage, Timings
+from backend.engine.stage import Cancelled, Stage, Timings
 from backend.io import images
 from backend.io.ply import write_gaussian_ply
 from backend.protocol import make_event
@@ -195,8 +195,6 @@ def write_final(cfg: JobConfig, stage: Stage, out_dir: Path, emit: Any, job_id: 
                 timings: Timings, should_cancel: Any = None) -> dict[str, Any]:
     """Write the final artifacts and result.json. A cancel is honoured between phases (mesh export, asset,
     preview, turntable, evaluation): the job ends `cancelled` and result.json is not written."""
-    from backend.engine.loop import Cancelled
-
     def check() -> None:
         if should_cancel is not None and should_cancel():
             raise Cancelled(cfg.total_steps)

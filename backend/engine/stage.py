@@ -98,3 +98,11 @@ class Stage:
     device: torch.device
     lr_scale: float = 1.0  # halved by each rollback
     rollbacks: int = 0
+
+
+class Cancelled(Exception):
+    """The job was cancelled; `step` is the last completed global step."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"cancelled after step {step}")
+        self.step = step
