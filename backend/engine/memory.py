@@ -30,6 +30,7 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from backend.core.settings import ConfigError
@@ -114,12 +115,38 @@ def _depth_complexity(n: int) -> float:
 
 
 def _weights_bytes(model: str, on_gpu: bool) -> int:
-    from backend.priors.hub import KNOWN_MODELS, short_name
+    from backend.priors.hub import (
+        KNOWN_MODELS,
+        folder_size,
+        is_local_path,
+        pinned_revision,
+        repo_id_of,
+        short_name,
+        snapshot_path,
+    )
 
     known = KNOWN_MODELS.get(short_name(model)) if model else None
     size = known.size_gb * 1e9 if known else WEIGHT_BYTES_FALLBACK
     if known and known.kind == "deepfloyd-if":
         size = size / 2.0  # the download holds fp32 and fp16 copies; one is loaded
+    # What is on disk is what loads: a cached or local model is measured, so a small or custom model is not
+    # charged the size of the published one (a cache holding several precisions counts at most the published).
+    folder = None
+    if model:
+        try:
+            folder = Path(model).expanduser() if is_local_path(model) else snapshot_path(repo_id_of(model),
+                                                                                          pinned_revision(model))
+        except (OSError, ValueError):
+            folder = None
+    if folder is not None and folder.is_dir():
+        on_disk = folder_size(folder)
+        if on_disk > 0:
+            size = min(size, on_disk) if known else on_disk
+    elif model and not is_local_path(model):
+        # Jobs never download: without cached weights the job fails with MODEL_MISSING (whose hint is the
+        # download command) before loading anything, and that is the error to report, not the memory of weights
+        # that are not there.
+        size = 0.0
     return int(size / 2 if on_gpu else size)
 
 

@@ -132,23 +132,29 @@ class JobManager:
         """Validate a job request and queue it; returns (job, created). A request naming the id of an existing
         job returns that job (a retried submit never runs twice). Raises ConfigError / UnknownPromptError."""
         from backend.config import to_dict
-        from backend.core.settings import ConfigError
 
         request = dict(request)
-        job_id = request.pop("job_id", None)
-        if job_id is None:
-            job_id = new_job_id()
-        elif not valid_job_id(job_id):
-            raise ConfigError("job_id", "not a job id", "32 lower-case hexadecimal digits, or leave it out")
-        existing = self.store.get(job_id)
+        job_id, existing = self._claim_id(request.pop("job_id", None))
         if existing is not None:
-            return self.describe(existing), False
+            return existing, False
         cfg = build_config(request)
         self._check_resources(cfg)
         job, created = self.store.create(job_id, to_dict(cfg))
         self._notify(job_id)
         self._kick()
         return self.describe(job), created
+
+    def _claim_id(self, job_id: str | None) -> tuple[str, dict[str, Any] | None]:
+        """The id a submit uses (a new one when none is given) and the job that already has it, if any: a
+        retried submit returns that job instead of running twice."""
+        from backend.core.settings import ConfigError
+
+        if job_id is None:
+            return new_job_id(), None
+        if not valid_job_id(job_id):
+            raise ConfigError("job_id", "not a job id", "32 lower-case hexadecimal digits, or leave it out")
+        existing = self.store.get(job_id)
+        return job_id, (self.describe(existing) if existing is not None else None)
 
     def _check_resources(self, cfg: Any) -> None:
         """Refuse, before queuing, a job this machine cannot run: device=cuda without CUDA in the worker, or
@@ -168,17 +174,12 @@ class JobManager:
         """Queue the conversion of an uploaded 3DGS PLY into a textured mesh (engine/convert.py); returns (job,
         created). Bad settings raise ConfigError, a file that is not a 3DGS PLY raises PLYError; either way
         nothing is queued."""
-        from backend.core.settings import ConfigError
         from backend.engine.convert import SOURCE_NAME, mesh_job_config, mesh_settings
         from backend.io.ply import PLYError, read_gaussian_ply
 
-        if job_id is None:
-            job_id = new_job_id()
-        elif not valid_job_id(job_id):
-            raise ConfigError("job_id", "not a job id", "32 lower-case hexadecimal digits, or leave it out")
-        existing = self.store.get(job_id)
+        job_id, existing = self._claim_id(job_id)
         if existing is not None:
-            return self.describe(existing), False
+            return existing, False
         cfg = mesh_settings(settings)
         folder = self.jobs_root / job_id
         folder.mkdir(parents=True, exist_ok=True)

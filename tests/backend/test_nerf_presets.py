@@ -43,7 +43,8 @@ def test_real3d_quick_runs_end_to_end(tmp_path):
     assert result["kind"] == "mesh" and result["artifacts"]["asset_glb"] == "asset.glb"
     scene = trimesh.load(tmp_path / "asset.glb")
     assert sum(len(g.faces) for g in scene.geometry.values()) == result["faces"] > 0
-    assert set(result["metrics"]) == {"psnr", "mask_iou", "view_accuracy"}
+    assert set(result["metrics"]) == {"psnr", "mask_iou", "view_accuracy", "aligned_view_accuracy", "alignment_azimuth",
+                                      "multi_face_rate"}
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["config"]["stages"][0]["renderer"] == "dual"
 

@@ -120,8 +120,9 @@ def addon(ext):
         p.property_unset(name)  # the preferences' defaults for the next test
 
 
-def pump_until(ext, predicate, timeout: float = 20.0, interval: float = 0.02):
-    """Call the pump by hand (timers never fire in module mode) until `predicate()` holds."""
+def pump_until(ext, predicate, timeout: float = 20.0, interval: float = 0.02, why=None):
+    """Call the pump by hand (timers never fire in module mode) until `predicate()` holds; `why()`, when
+    given, adds what the panel says to the failure."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         ext.runtime.pump()
@@ -130,7 +131,7 @@ def pump_until(ext, predicate, timeout: float = 20.0, interval: float = 0.02):
             return value
         time.sleep(interval)
     ext.runtime.pump()
-    assert predicate(), "condition not reached while pumping"
+    assert predicate(), "condition not reached while pumping" + (f": {why()}" if why else "")
     return predicate()
 
 

@@ -48,7 +48,8 @@ def test_convert_to_mesh_imports_the_backends_textured_glb(addon, tmp_path):
         assert bpy.ops.distillery.backend_start() == {"FINISHED"}
         pump_until(addon, lambda: rt.view.state == "alive", timeout=180)
         assert bpy.ops.distillery.convert_to_mesh() == {"FINISHED"}
-        obj = pump_until(addon, lambda: bpy.data.objects.get("ball mesh"), timeout=180)
+        obj = pump_until(addon, lambda: bpy.data.objects.get("ball mesh"), timeout=180,
+                         why=lambda: scene.distillery.job_message)
     finally:
         rt.link.stop()
         pump_until(addon, lambda: rt.view.state == "stopped", timeout=60)

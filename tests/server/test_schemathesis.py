@@ -4,7 +4,10 @@ operation. A bounded number of examples per operation keeps the run short."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
@@ -30,7 +33,7 @@ def api_schema(api_server):
 
 def operations(schema):
     ops = [result.ok() for result in schema.get_all_operations()]
-    assert len(ops) == 9, [f"{o.method} {o.path}" for o in ops]
+    assert len(ops) == 10, [f"{o.method} {o.path}" for o in ops]
     return ops
 
 
@@ -53,11 +56,12 @@ def test_api_conforms_to_its_openapi_document(api_schema, api_server):
     headers = {"Authorization": f"Bearer {api_server.token}"}
 
     def check(case):
-        # A job request's validity also depends on cross-field rules and on the prompts a prior knows, which a
-        # JSON schema cannot say; such requests get a documented 422 naming the field, so schema-valid bodies
-        # are not all expected to be accepted. Every other check (no 5xx, status codes, content types,
-        # response schemas, schema-invalid data rejected) applies everywhere.
-        excluded = [schemathesis.checks.positive_data_acceptance] if case.path == "/v1/jobs" else []
+        # A job request's validity also depends on cross-field rules and on the prompts a prior knows, and a
+        # mesh upload's on being a 3DGS PLY, which a schema cannot say; such requests get a documented 422
+        # naming the field, so schema-valid bodies are not all expected to be accepted. Every other check (no
+        # 5xx, status codes, content types, response schemas, schema-invalid data rejected) applies everywhere.
+        judged_by_content = ("/v1/jobs", "/v1/meshes")
+        excluded = [schemathesis.checks.positive_data_acceptance] if case.path in judged_by_content else []
         case.call_and_validate(base_url=api_server.url, headers=headers, timeout=60, excluded_checks=excluded)
 
     failures = [run_operation(op, check, EXAMPLES) for op in operations(api_schema)]
@@ -94,8 +98,10 @@ def test_odd_json_in_generated_job_requests_never_gets_a_5xx_or_a_traceback(api_
     def run(case, key, value):
         body = dict(case.body) if isinstance(case.body, dict) else {}
         body[key] = value
-        case.body = body
-        response = case.call(base_url=api_server.url, headers=headers, timeout=60)
+        # Sent as JSON text by hand: the schema tool cannot encode a lone surrogate in a body it revalidates, and
+        # json.dumps writes it as the \\ud800 escape a client may send.
+        response = requests.post(f"{api_server.url}/v1/jobs", data=json.dumps(body), timeout=60,
+                                 headers={**headers, "Content-Type": "application/json"})
         assert response.status_code < 500, (key, response.status_code, response.text[:300])
         assert "Traceback" not in response.text
 
