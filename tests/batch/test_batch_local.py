@@ -160,8 +160,11 @@ def test_ctrl_c_stops_cleanly_and_keeps_checkpoints(tmp_path, warm_references):
     prompts = write_prompts(tmp_path / "prompts.txt", ["a red duck"])
     out = tmp_path / "out"
     cmd = batch_cmd(prompts, out, "--workers", "2", "--set", "stages.0.steps=200")
+    # Started as from a terminal: Ctrl-C's default disposition, whatever this test process inherited (a child
+    # inherits an ignored SIGINT, and Python then never raises KeyboardInterrupt).
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpts = out / f"a-red-duck-{PRESET}-s0" / "checkpoints"
     deadline = time.monotonic() + 600
     while not list(ckpts.glob("ckpt-*/_SUCCESS")) and proc.poll() is None and time.monotonic() < deadline:
